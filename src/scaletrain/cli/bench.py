@@ -1,0 +1,3 @@
+"""bench commands."""
+
+from ._app import app, bench_app, data_app  # noqa: F401

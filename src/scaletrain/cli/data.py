@@ -1,0 +1,3 @@
+"""data commands."""
+
+from ._app import app, bench_app, data_app  # noqa: F401

@@ -1,0 +1,3 @@
+"""run commands."""
+
+from ._app import app, bench_app, data_app  # noqa: F401
