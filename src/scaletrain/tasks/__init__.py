@@ -1,1 +1,25 @@
-"""tasks."""
+"""Tasks: what one training step means."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from scaletrain.config import Config
+from scaletrain.tasks.base import Task
+from scaletrain.tasks.gan import GanTask
+from scaletrain.tasks.supervised import SupervisedTask
+
+TASKS = {"gan": GanTask, "supervised": SupervisedTask}
+
+
+def build_task(
+    cfg: Config,
+    models: dict[str, nn.Module],
+    device: torch.device,
+    autocast: AbstractContextManager | None = None,
+) -> Task:
+    section = cfg.gan if cfg.task == "gan" else cfg.supervised
+    return TASKS[cfg.task](section, cfg.optim, models, device, autocast, seed=cfg.run.seed)

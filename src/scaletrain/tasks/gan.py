@@ -1,0 +1,151 @@
+"""The 3DGAN training step: one discriminator update, then the generator trained twice.
+
+Losses as published: binary cross-entropy on real/fake (weight 6), mean absolute percentage
+error of the discriminator's primary-energy estimate (0.2) and of the image's summed energy
+(0.1). The generator's latent vector is Gaussian noise multiplied by Ep/100; 5 % of the
+discriminator's labels are flipped.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaletrain.config import GanConfig, OptimConfig
+from scaletrain.tasks.base import Batch, Update, make_optimizer, mape
+
+
+class GanTask:
+    def __init__(
+        self,
+        cfg: GanConfig,
+        optim: OptimConfig,
+        models: dict[str, nn.Module],
+        device: torch.device,
+        autocast: AbstractContextManager | None = None,
+        seed: int = 0,
+    ) -> None:
+        missing = {"generator", "discriminator"} - set(models)
+        if missing:
+            from scaletrain.errors import ConfigError
+
+            raise ConfigError(f"task gan needs a model with {', '.join(sorted(missing))}")
+        self.cfg = cfg
+        self.device = device
+        self.models = models
+        self.generator = models["generator"]
+        self.discriminator = models["discriminator"]
+        self.optimizers = {
+            name: make_optimizer(optim, m.parameters()) for name, m in models.items()
+        }
+        self.autocast = autocast
+        self.rng = torch.Generator(device=device)
+        self.rng.manual_seed(seed)
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample_latent(self, energy_gev: torch.Tensor, rng: torch.Generator | None = None):
+        noise = torch.randn(
+            energy_gev.shape[0], self.cfg.latent_size, device=self.device, generator=rng or self.rng
+        )
+        return noise * (energy_gev * self.cfg.energy_scale).unsqueeze(1)
+
+    def sample_energies(self, n: int) -> torch.Tensor:
+        lo, hi = self.cfg.gen_energy_range
+        u = torch.rand(n, device=self.device, generator=self.rng)
+        return lo + (hi - lo) * u
+
+    def expected_deposit(self, energy_gev: torch.Tensor) -> torch.Tensor:
+        """Summed image energy the generator should produce for a primary energy."""
+        return self.cfg.sampling_fraction * energy_gev * self.cfg.image_scale
+
+    def _labels(self, value: float, n: int) -> torch.Tensor:
+        labels = torch.full((n,), value, device=self.device)
+        flip = torch.rand(n, device=self.device, generator=self.rng) < self.cfg.label_flip
+        return torch.where(flip, 1.0 - labels, labels)
+
+    def _ctx(self) -> AbstractContextManager:
+        return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
+
+    # ------------------------------------------------------------------ steps
+
+    def _discriminator_loss(self, real: torch.Tensor, energy: torch.Tensor) -> dict[str, Any]:
+        w_bce, w_ep, _ = self.cfg.loss_weights
+        n = real.shape[0]
+        fake_energy = self.sample_energies(n)
+        with torch.no_grad(), self._ctx():
+            fake = self.generator(self.sample_latent(fake_energy))
+        with self._ctx():
+            real_logit, real_ep = self.discriminator(real)
+            fake_logit, fake_ep = self.discriminator(fake.detach())
+        bce = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logit.float(), self._labels(1.0, n))
+            + F.binary_cross_entropy_with_logits(fake_logit.float(), self._labels(0.0, n))
+        )
+        scale = self.cfg.energy_scale
+        ep_err = 0.5 * (
+            mape(real_ep.float(), energy * scale) + mape(fake_ep.float(), fake_energy * scale)
+        )
+        # the summed-energy term has no discriminator parameters: it only matters for G
+        return {"d_loss": w_bce * bce + w_ep * ep_err, "d_bce": bce, "d_energy_mape": ep_err}
+
+    def _generator_loss(self, n: int) -> dict[str, torch.Tensor]:
+        w_bce, w_ep, w_ecal = self.cfg.loss_weights
+        energy = self.sample_energies(n)
+        with self._ctx():
+            fake = self.generator(self.sample_latent(energy))
+            logit, ep = self.discriminator(fake)
+        bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
+        ep_err = mape(ep.float(), energy * self.cfg.energy_scale)
+        ecal_err = mape(fake.float().sum(dim=(1, 2, 3, 4)), self.expected_deposit(energy))
+        return {
+            "g_loss": w_bce * bce + w_ep * ep_err + w_ecal * ecal_err,
+            "g_bce": bce,
+            "g_ecal_mape": ecal_err,
+        }
+
+    def _real(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        real = batch["ECAL"].to(self.device, non_blocking=True).unsqueeze(1)
+        if self.cfg.image_scale != 1.0:
+            real = real * self.cfg.image_scale
+        return real, batch["energy"].to(self.device, non_blocking=True)
+
+    def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
+        real, energy = self._real(batch)
+        d = self._discriminator_loss(real, energy)
+        update("discriminator", d["d_loss"])
+        # the discriminator is fixed during the generator steps: no gradients for it
+        self.discriminator.requires_grad_(False)
+        try:
+            for _ in range(self.cfg.generator_steps):
+                g = self._generator_loss(real.shape[0])
+                update("generator", g["g_loss"])
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {k: v.detach() for k, v in {**d, **g}.items()}
+
+    @torch.no_grad()
+    def eval_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        real, energy = self._real(batch)
+        d = self._discriminator_loss(real, energy)
+        g = self._generator_loss(real.shape[0])
+        out = {k: v.detach() for k, v in {**d, **g}.items()}
+        out["loss"] = out["g_loss"]
+        return out
+
+    @torch.no_grad()
+    def generate(self, energy_gev: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Showers (B, 25, 25, 25) in GeV for the requested primary energies."""
+        with self._ctx():
+            images = self.generator(self.sample_latent(energy_gev.to(self.device), rng))
+        return images.float().squeeze(1) / self.cfg.image_scale
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
