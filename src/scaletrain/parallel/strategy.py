@@ -1,0 +1,56 @@
+"""The seam between the trainer and distribution: what happens between backward and step.
+
+`Strategy` itself is the single-process case: every hook does nothing. Distributed modes
+subclass it; the trainer calls the same hooks in every mode and never branches on the mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Strategy:
+    """Single process, no communication."""
+
+    name = "none"
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process logs, validates and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def data_rank(self) -> tuple[int, int]:
+        """(shard index, number of shards) of the training data this process reads."""
+        return self.rank, self.world_size
+
+    def device(self, requested: str) -> torch.device:
+        if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+            return torch.device(
+                "cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0
+            )
+        return torch.device("cpu")
+
+    def setup(self, models: dict[str, nn.Module], optimizers: dict[str, Any]) -> None:
+        """Called once after the task is built (and after a resume has loaded its state)."""
+
+    def after_backward(self, name: str, module: nn.Module) -> None:
+        """Gradients of `module` are ready; its optimizer steps right after this returns."""
+
+    def end_step(self, step: int) -> None:
+        """One full training step (all of the task's updates) is done."""
+
+    def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Average per-process metrics over the processes that train one model."""
+        return metrics
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.name, "rank": self.rank, "world_size": self.world_size}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,66 @@
+"""A progress bar over the steps of each epoch, with samples/s and the latest losses."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class StepProgress:
+    def __init__(self, enabled: bool = True, samples_per_step: int = 1) -> None:
+        self.enabled = enabled
+        self.samples_per_step = samples_per_step
+        self.console = Console(stderr=True)
+        self._progress = None
+        self._task = None
+        self._t0 = 0.0
+        self._epoch_label = ""
+
+    def __enter__(self) -> StepProgress:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self._t0 = time.perf_counter()
+        if self._progress is not None:
+            self._task = self._progress.add_task(
+                f"epoch {epoch + 1}/{epochs}", total=steps, rate="", losses=""
+            )
+
+    def advance(self, done: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+
+    def update(self, done: int, metrics: dict[str, float]) -> None:
+        if self._progress is None:
+            return
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        losses = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in list(metrics.items())[:4])
+        self._progress.update(
+            self._task,
+            completed=done,
+            rate=f"{done * self.samples_per_step / elapsed:.1f} samples/s",
+            losses=losses,
+        )
+
+    def end_epoch(self, metrics: dict[str, float]) -> None:
+        if self._progress is not None and metrics:
+            text = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            self._progress.console.print(f"  {text}")

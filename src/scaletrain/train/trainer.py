@@ -1,0 +1,288 @@
+"""The training loop: epochs of steps, validation, checkpoints, metrics — for any task and
+any distribution strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scaletrain.config import Config, save_config
+from scaletrain.data.dataset import ShowerData, ShowerSplit
+from scaletrain.errors import TrainingError
+from scaletrain.models.registry import build_models
+from scaletrain.parallel.strategy import Strategy
+from scaletrain.tasks import build_task
+from scaletrain.train import checkpoint as ckpt
+from scaletrain.train.metrics import MetricsLogger
+from scaletrain.train.progress import StepProgress
+from scaletrain.train.provenance import write_provenance
+from scaletrain.train.rundir import prepare_run_dir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs: int
+    steps: int
+    seconds: float
+    samples_per_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        strategy: Strategy | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        data: ShowerData | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.strategy = strategy or Strategy()
+        main = self.strategy.is_main
+        self.run_dir = Path(cfg.run.dir)
+        if main:
+            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.device = self.strategy.device(cfg.run.device)
+        self.data = data or ShowerData.open(
+            cfg.data.path,
+            val_fraction=cfg.data.val_fraction,
+            seed=cfg.run.seed,
+            max_showers=cfg.data.max_showers,
+        )
+        rank, world = self.strategy.data_rank
+        self.train_split: ShowerSplit = self.data.split("train", rank=rank, world_size=world)
+        self.val_split: ShowerSplit | None = (
+            self.data.split("val") if cfg.data.val_fraction > 0 else None
+        )
+
+        torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
+        models = {
+            k: m.to(self.device) for k, m in build_models(cfg.model.name, cfg.model.args).items()
+        }
+        autocast = None
+        if cfg.run.precision == "bf16":
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
+        self.task = build_task(cfg, models, self.device, autocast)
+        self.epoch = 0
+        self.step = 0
+        self.best: dict[str, Any] = {}
+        if resume:
+            self._load(ckpt.load_checkpoint(self.run_dir, map_location=self.device))
+        else:
+            # other ranks draw other dropout masks; their initial weights are already equal
+            torch.manual_seed(cfg.run.seed + 7919 * self.strategy.rank)
+        self.strategy.setup(self.task.models, self.task.optimizers)
+        self.metrics = MetricsLogger(self.run_dir, enabled=main)
+        if main:
+            save_config(cfg, self.run_dir / "config.yaml")
+            write_provenance(
+                self.run_dir,
+                cfg.digest(),
+                cfg.run.seed,
+                self.data.files,
+                self.strategy.describe(),
+                {"resumed": resume},
+            )
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg.train
+        per_epoch = self.train_split.num_batches(cfg.batch_size)
+        if per_epoch == 0:
+            raise TrainingError(
+                f"train.batch_size={cfg.batch_size} exceeds the {self.train_split.n} training "
+                "showers of this process; lower the batch size or add data"
+            )
+        start, t0, samples = self.epoch, time.perf_counter(), 0
+        last: dict[str, float] = {}
+        progress = StepProgress(
+            enabled=cfg.progress and self.strategy.is_main,
+            samples_per_step=cfg.batch_size * self.strategy.world_size,
+        )
+        with progress:
+            for epoch in range(start, cfg.epochs):
+                progress.start_epoch(epoch, cfg.epochs, per_epoch)
+                self._set_train(True)
+                running: dict[str, torch.Tensor] = {}
+                batches = self.train_split.batches(cfg.batch_size, epoch=epoch, shuffle=True)
+                for i, batch in enumerate(batches):
+                    out = self.task.train_step(batch, self._updater(epoch, i))
+                    self.step += 1
+                    self.strategy.end_step(self.step)
+                    samples += cfg.batch_size
+                    for k, v in out.items():
+                        running[k] = running.get(k, 0.0) + v
+                    if self.step % cfg.log_every == 0 or i == per_epoch - 1:
+                        means = {
+                            f"train/{k}": float(v) / (i % cfg.log_every + 1)
+                            for k, v in running.items()
+                        }
+                        running = {}
+                        means = self.strategy.reduce_metrics(means)
+                        self.metrics.log(self.step, epoch, means)
+                        progress.update(i + 1, means)
+                        last.update(means)
+                    else:
+                        progress.advance(i + 1)
+                self.epoch = epoch + 1
+                epoch_metrics = self._end_epoch(epoch)
+                last.update(epoch_metrics)
+                progress.end_epoch(epoch_metrics)
+        seconds = time.perf_counter() - t0
+        self.metrics.close()
+        return TrainResult(
+            self.run_dir,
+            self.epoch,
+            self.step,
+            seconds,
+            samples * self.strategy.world_size / max(seconds, 1e-9),
+            last,
+            dict(self.best),
+        )
+
+    def _updater(self, epoch: int, batch_index: int):
+        on_nonfinite = self.cfg.train.on_nonfinite
+
+        def update(name: str, loss: torch.Tensor) -> None:
+            optimizer = self.task.optimizers[name]
+            if not torch.isfinite(loss):
+                self._nonfinite(name, epoch, batch_index, loss)
+                if on_nonfinite == "lower_lr":
+                    for group in optimizer.param_groups:
+                        group["lr"] *= 0.5
+                return  # skip this update
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.strategy.after_backward(name, self.task.models[name])
+            optimizer.step()
+
+        return update
+
+    def _nonfinite(self, name: str, epoch: int, batch_index: int, loss: torch.Tensor) -> None:
+        where = f"epoch {epoch}, batch {batch_index}, {name} loss = {float(loss)}"
+        if self.strategy.is_main:
+            with open(self.run_dir / "nonfinite.log", "a") as fh:
+                fh.write(where + "\n")
+        if self.cfg.train.on_nonfinite == "stop":
+            raise TrainingError(
+                f"non-finite loss at {where}; see {self.run_dir / 'nonfinite.log'} "
+                "(train.on_nonfinite: skip or lower_lr to go on)"
+            )
+
+    def _set_train(self, mode: bool) -> None:
+        for model in self.task.models.values():
+            model.train(mode)
+
+    # ------------------------------------------------------------------ epoch end
+
+    def _end_epoch(self, epoch: int) -> dict[str, float]:
+        metrics = self.validate() if self.strategy.is_main else {}
+        if self.strategy.is_main:
+            every = self.cfg.train.fidelity_every
+            if every and (epoch + 1) % every == 0 and self.cfg.task == "gan":
+                metrics["val/fidelity"] = self.fidelity()
+            self.metrics.log(self.step, epoch + 1, metrics, kind="epoch")
+            self._save(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val_split is None or self.val_split.n == 0:
+            return {}
+        self._set_train(False)
+        limit = self.cfg.train.val_batches or None
+        bs = min(self.cfg.train.batch_size, self.val_split.n)
+        totals: dict[str, float] = {}
+        n = 0
+        for i, batch in enumerate(self.val_split.batches(bs, shuffle=False, drop_last=False)):
+            if limit is not None and i >= limit:
+                break
+            weight = next(iter(batch.values())).shape[0]
+            for k, v in self.task.eval_step(batch).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * weight
+            n += weight
+        self._set_train(True)
+        return {f"val/{k}": v / n for k, v in totals.items()} if n else {}
+
+    def fidelity(self) -> float:
+        from scaletrain.generate import generate_like
+
+        reference = self.val_split.arrays(self.cfg.train.fidelity_showers)
+        from scaletrain.calo import fidelity_score
+
+        generated = generate_like(self.task, reference, seed=self.cfg.run.seed)
+        return float(fidelity_score(generated, reference))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "models": {k: m.state_dict() for k, m in self.task.models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
+            "task": self.task.state_dict(),
+            "rng": rng,
+            "best": dict(self.best),
+        }
+
+    def _save(self, metrics: dict[str, float]) -> None:
+        path = ckpt.save_checkpoint(
+            self.run_dir / ckpt.epoch_checkpoint_name(self.epoch),
+            {**self.state(), "metrics": metrics},
+        )
+        key, mode = self.cfg.train.best_metric, self.cfg.train.best_mode
+        value = metrics.get(key)
+        if value is None:  # no such metric this epoch: the latest checkpoint stands in
+            ckpt.publish_copy(path, self.run_dir / "best.pt")
+        elif math.isfinite(value):
+            previous = self.best.get("value")
+            better = previous is None or (value < previous if mode == "min" else value > previous)
+            if better:
+                self.best = {"metric": key, "value": value, "epoch": self.epoch}
+                ckpt.publish_copy(path, self.run_dir / "best.pt")
+        ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        names = list(self.task.models)
+        for name, sd in ckpt.model_states(state, names, self.run_dir).items():
+            self.task.models[name].load_state_dict(sd)
+        for name, sd in state.get("optimizers", {}).items():
+            if name in self.task.optimizers:
+                self.task.optimizers[name].load_state_dict(sd)
+        self.task.load_state_dict(state.get("task", {}))
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best = dict(state.get("best", {}))
+        rng = state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def train(
+    cfg: Config, *, resume: bool = False, overwrite: bool = False, strategy: Strategy | None = None
+) -> TrainResult:
+    """Train as configured; returns where the run is and its final metrics."""
+    trainer = Trainer(cfg, strategy=strategy, resume=resume, overwrite=overwrite)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.strategy.close()
