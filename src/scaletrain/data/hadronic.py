@@ -1,0 +1,1 @@
+"""Charged pions: placeholder."""
