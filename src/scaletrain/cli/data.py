@@ -97,6 +97,8 @@ def inspect(
             except ScaletrainError as exc:
                 errors.append(str(exc))
     console = Console()
+    if not console.is_terminal:  # pipes and logs: do not wrap file names at 80 columns
+        console = Console(width=200)
     if table.row_count:
         console.print(table)
     for line in errors:
