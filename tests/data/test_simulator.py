@@ -153,3 +153,18 @@ def test_files_are_identical_for_one_or_two_workers(tmp_path: Path) -> None:
     # overwriting with fewer showers removes the stale shards
     assert len(simulate_to_files(tmp_path / "a", 10, 5.0, progress=False, overwrite=True)) == 1
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["showers_000.h5"]
+
+
+def test_pions_are_mips_or_wide_hadronic_showers() -> None:
+    out = simulate_showers(200, 50.0, particle="pi+", seed=13)
+    assert set(out["pdg"]) == {211}
+    ecal = out["ECAL"]
+    sums = ecal.sum(axis=(1, 2, 3))
+    sf = SimConfig().sampling_fraction_at(50.0)
+    # a MIP deposits 7.7 MeV per X0: at most ~0.2 GeV absorbed over the 25 layers
+    mip_like = sums < 0.25 * sf
+    passing = np.exp(-25 * 3.5 / 99.0)  # no interaction within 25 X0
+    assert mip_like.mean() == pytest.approx(passing, abs=0.1)
+    track = ecal[mip_like][:, 12, 12, :].sum() / ecal[mip_like].sum()
+    assert track > 0.99  # the track stays in the axis cells
+    assert sums[~mip_like].std() / sums[~mip_like].mean() > 0.4  # strongly fluctuating
