@@ -8,9 +8,14 @@ Spots and fluctuations. GFlash deposits a homogeneous-medium shower as N = 93 ln
 equal spots (22,600 at 100 GeV). In a sampling calorimeter the cell fluctuations are dominated
 by the sampling itself, so by default ("sampling" spots) a spot is a sampling quantum: a
 Poisson number of spots with Gamma(k)-spread energies whose count gives the total exactly the
-stochastic term a/√E (N ≈ (1 + 1/k) E / a², 5,200 at 100 GeV for k = 2). That is ~4× fewer
-spots and needs no separate smearing; `spots="gflash"` keeps the reference spot count plus a
-Gaussian smearing of the total, for comparison (see tests/data and `scaletrain bench sim`).
+stochastic term a/√E (N ≈ (1 + 1/k) E / a², 5,200 at 100 GeV for k = 2), with no separate
+smearing. `spots="gflash"` keeps the reference count plus a global Gaussian smearing.
+Measured at 100 GeV, 200 showers, one core (sampling vs gflash): 1,000–1,400 vs 270–500
+showers/s; same mean longitudinal profile and sampling fraction; cells above 0.1 MeV 560 vs
+1,020 (the reference's 0.09 MeV spots light many cells with sub-MIP deposits); relative
+fluctuation of the axis cell at layer 8: 0.10 vs 0.08, of a cell one Molière radius off the
+axis at the maximum: 0.35 vs 0.12 — the reference's smearing is global, so its cells miss the
+local sampling fluctuations that the quanta carry.
 """
 
 from __future__ import annotations
@@ -145,20 +150,31 @@ def simulate_block(
             start = rng.exponential(PHOTON_START_MEAN_X0, m)
         plan, total = em_plan(energy, theta, start, config, rng)
         deposit_spots(images, plan, geo, rng)
-    cells = images[:-1].reshape(m, -1)
-    cells *= (config.sampling_fraction_at(energy) * total)[:, None]
-    _noise_and_threshold(cells, config, rng)
-    return cells.reshape((m, *geo.shape)).astype(np.float32)
+    return _digitize(images[:-1], energy, total, config, rng).reshape((m, *geo.shape))
 
 
-def _noise_and_threshold(cells: np.ndarray, config: SimConfig, rng: np.random.Generator) -> None:
-    # Noise only on hit cells: with noise ≪ threshold an empty cell never crosses it, so this
-    # equals noise everywhere followed by the threshold, at a fraction of the cost.
-    hit = np.flatnonzero(cells)
-    if config.noise_gev > 0 and hit.size:
-        flat = cells.reshape(-1)
-        flat[hit] += config.noise_gev * rng.standard_normal(hit.size)
-    cells[cells < config.threshold_gev] = 0.0
+def _digitize(
+    absorbed: np.ndarray,
+    energy: np.ndarray,
+    total: np.ndarray,
+    config: SimConfig,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Absorbed energy per cell → silicon signal: sampling fraction, noise, threshold.
+
+    Works on the hit cells only: with noise ≪ threshold an empty cell never crosses it, so
+    this equals noise everywhere followed by the threshold, at a fraction of the cost.
+    """
+    n_cells = absorbed.size // energy.size
+    hit = np.flatnonzero(absorbed)
+    scale = config.sampling_fraction_at(energy) * total
+    values = absorbed[hit] * scale[hit // n_cells]
+    if config.noise_gev > 0:
+        values += config.noise_gev * rng.standard_normal(hit.size)
+    values[values < config.threshold_gev] = 0.0
+    out = np.zeros(absorbed.size, dtype=np.float32)
+    out[hit] = values
+    return out
 
 
 def _blocks(job: _Job, workers: int, progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
