@@ -13,8 +13,8 @@ smearing. `spots="gflash"` keeps the reference count plus a global Gaussian smea
 Measured at 100 GeV, 200 showers, one core (sampling vs gflash): 1,000–1,400 vs 270–500
 showers/s; same mean longitudinal profile and sampling fraction; cells above 0.1 MeV 560 vs
 1,020 (the reference's 0.09 MeV spots light many cells with sub-MIP deposits); relative
-fluctuation of the axis cell at layer 8: 0.10 vs 0.08, of a cell one Molière radius off the
-axis at the maximum: 0.35 vs 0.12 — the reference's smearing is global, so its cells miss the
+fluctuation of the axis cell at layer 8: 0.10 vs 0.08, of the cell next to the
+axis at layer 12: 0.35 vs 0.12 — the reference's smearing is global, so its cells miss the
 local sampling fluctuations that the quanta carry.
 """
 
