@@ -28,22 +28,22 @@ COLUMNS = (
 
 
 def check_report_dir(report_dir, *, overwrite: bool = False) -> Path:
-    """The report directory, made if needed; RunDirError if it holds files and not overwrite."""
+    """The report directory; RunDirError if it is a file, or holds files and not overwrite."""
     path = Path(report_dir)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"report path {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise RunDirError(f"report directory {path} is not empty (use --overwrite to replace)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"cannot create report directory {path}: {exc.strerror}") from exc
     return path
 
 
 def write_report(result, report_dir, *, overwrite: bool = False) -> Path:
     """Write plots, scores.json, report.md and report.html; returns the directory."""
     path = check_report_dir(report_dir, overwrite=overwrite)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create report directory {path}: {exc.strerror}") from exc
     obs = result.observables
     images = plots.write_plots(
         obs["generated"],

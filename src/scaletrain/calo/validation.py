@@ -108,21 +108,32 @@ def validate_files(
     overwrite: bool = False,
     seed: int = 0,
 ) -> ValidationResult:
-    """Compare two shower files; with report_dir, write the report (plots, scores) there."""
-    from scaletrain.data import io
-
+    """Compare two shower files (or directories / globs of files, as `expand_paths` takes);
+    with report_dir, write the report (plots, scores) there."""
     from . import report
 
     if report_dir is not None:
         # fail before the expensive part if the report could not be written
         report.check_report_dir(report_dir, overwrite=overwrite)
-    showers = []
-    for path in (generated_path, reference_path):
-        io.check_file(path)
-        showers.append(io.read_showers(path, 0, max_showers))
+    showers = [load_showers(p, max_showers) for p in (generated_path, reference_path)]
     result = compare(showers[0], showers[1], energy_bins=energy_bins, seed=seed)
     result.scores["settings"]["generated"] = str(generated_path)
     result.scores["settings"]["reference"] = str(reference_path)
     if report_dir is not None:
         result.report_dir = report.write_report(result, report_dir, overwrite=overwrite)
     return result
+
+
+def load_showers(spec, max_showers: int | None = None) -> dict:
+    """Showers of the files named by spec, checked, up to max_showers in all; DataError."""
+    from scaletrain.data import io
+
+    parts, left = [], max_showers
+    for path in io.expand_paths(spec):
+        if left is not None and left <= 0:
+            break
+        info = io.check_file(path)
+        parts.append(io.read_showers(path, 0, None if left is None else min(left, info.n)))
+        if left is not None:
+            left -= len(parts[-1]["ECAL"])
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -51,10 +51,13 @@ def validate(
         seed=seed,
     )
     console = Console()
+    if not console.is_terminal:
+        # piped or captured: no terminal width to respect, keep the table whole
+        console = Console(width=160)
     console.print(_table(result.scores))
     console.print(f"fidelity: [bold]{result.fidelity:.4f}[/bold] (lower is better)")
     if result.report_dir is not None:
-        console.print(f"report: {result.report_dir / 'report.html'}")
+        console.print(f"report: {result.report_dir / 'report.html'}", soft_wrap=True)
 
 
 def _table(scores: dict) -> Table:
