@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
-import typer
-
 from scaletrain.errors import ScaletrainError
 
 from ._app import app, debug_enabled
@@ -21,17 +18,11 @@ from . import bench, data, info, run, validate  # noqa: F401  isort: skip
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (used by tests and the console script)."""
-    command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="scaletrain", standalone_mode=False)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+        app(args=argv, prog_name="scaletrain", standalone_mode=True)
+    except SystemExit as exc:  # the CLI library exits on success, usage errors and --help
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except ScaletrainError as exc:
         if debug_enabled():
             raise
@@ -40,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 def entry() -> None:

@@ -84,3 +84,37 @@ def generate(
         f"generated {result.n} showers in {result.seconds:.1f} s "
         f"({result.showers_per_s:.0f} showers/s on {result.device}): {result.path}"
     )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(
+        Path("runs/demo"),
+        "--out",
+        help="Directory for everything the demo writes (replaced on each run).",
+    ),
+    n_train: int = typer.Option(1250, "--n-train", min=100, help="Simulated training showers."),
+    n_compare: int = typer.Option(
+        600, "--n-compare", min=50, help="Showers generated and simulated for the comparison."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Override a key of the demo config."),
+) -> None:
+    """Simulate showers, train a narrow 3DGAN on CPU, generate and validate: the whole loop."""
+    from scaletrain.demo import run_demo
+
+    result = run_demo(
+        out, n_train=n_train, n_compare=n_compare, overrides=tuple(set_), console=console
+    )
+    console.rule("[bold]done")
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    console.print(f"time: {timing} (total {sum(result.seconds.values()):.0f} s)")
+    console.print(f"checkpoint: {result.checkpoint}")
+    console.print(f"generated showers: {result.generated}")
+    console.print(
+        f"validation report: {result.report / 'report.html'} "
+        f"(fidelity {result.fidelity:.3f}, lower is better)"
+    )
+    console.print(
+        f"metrics: {result.checkpoint.parent / 'metrics.jsonl'} "
+        f"(tensorboard --logdir {result.checkpoint.parent / 'tensorboard'})"
+    )

@@ -91,7 +91,7 @@ class Trainer:
                 self.run_dir,
                 cfg.digest(),
                 cfg.run.seed,
-                self.data.files,
+                self.data.paths,
                 self.strategy.describe(),
                 {"resumed": resume},
             )
@@ -172,7 +172,7 @@ class Trainer:
         return update
 
     def _nonfinite(self, name: str, epoch: int, batch_index: int, loss: torch.Tensor) -> None:
-        where = f"epoch {epoch}, batch {batch_index}, {name} loss = {float(loss)}"
+        where = f"epoch {epoch}, batch {batch_index}, {name} loss = {float(loss.detach())}"
         if self.strategy.is_main:
             with open(self.run_dir / "nonfinite.log", "a") as fh:
                 fh.write(where + "\n")

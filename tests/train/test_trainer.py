@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaletrain.errors import CheckpointError, RunDirError, TrainingError
+from scaletrain.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scaletrain.train.metrics import read_metrics
+from scaletrain.train.trainer import train
+
+
+def step_losses(run_dir, epoch):
+    return [
+        r["train/d_loss"]
+        for r in read_metrics(run_dir)
+        if "train/d_loss" in r and r["epoch"] == epoch
+    ]
+
+
+def test_training_writes_a_complete_run_directory(tiny_gan_config):
+    cfg = tiny_gan_config("train.epochs=1")
+    result = train(cfg)
+    run = result.run_dir
+    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "best.pt", "ckpt-epoch0001.pt"):
+        assert (run / name).exists(), name
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["config_digest"] == cfg.digest()
+    assert all(v.startswith("sha256") for v in provenance["data"].values())
+    assert len(provenance["data"]) == 2
+    assert "val/loss" in result.metrics
+    state = load_checkpoint(run / "best.pt")
+    assert state["epoch"] == 1 and state["step"] == result.steps
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_gan_config, tmp_path):
+    full = train(tiny_gan_config(f"run.dir={tmp_path / 'full'}"))
+    train(tiny_gan_config(f"run.dir={tmp_path / 'part'}", "train.epochs=1"))
+    resumed = train(tiny_gan_config(f"run.dir={tmp_path / 'part'}"), resume=True)
+    assert resumed.steps == full.steps
+    assert step_losses(tmp_path / "part", 1) == step_losses(tmp_path / "full", 1)
+    a = load_checkpoint(latest_checkpoint(tmp_path / "full"))["models"]
+    b = load_checkpoint(latest_checkpoint(tmp_path / "part"))["models"]
+    for name in a:
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), (name, key)
+
+
+def test_same_seed_same_losses_other_seed_other_losses(tiny_gan_config, tmp_path):
+    train(tiny_gan_config(f"run.dir={tmp_path / 'a'}", "train.epochs=1"))
+    train(tiny_gan_config(f"run.dir={tmp_path / 'b'}", "train.epochs=1"))
+    train(tiny_gan_config(f"run.dir={tmp_path / 'c'}", "train.epochs=1", "run.seed=5"))
+    assert step_losses(tmp_path / "a", 0) == step_losses(tmp_path / "b", 0)
+    assert step_losses(tmp_path / "a", 0) != step_losses(tmp_path / "c", 0)
+
+
+def test_existing_run_is_never_clobbered(tiny_gan_config):
+    cfg = tiny_gan_config("train.epochs=1")
+    first = train(cfg)
+    before = (first.run_dir / "best.pt").read_bytes()
+    with pytest.raises(RunDirError, match="--resume"):
+        train(cfg)
+    assert (first.run_dir / "best.pt").read_bytes() == before
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        train(tiny_gan_config("run.dir=/nonexistent/never"), resume=True)
+
+
+def test_nonfinite_loss_stops_with_the_batch_named(tiny_gan_config):
+    cfg = tiny_gan_config("gan.image_scale=.nan", "train.epochs=1")
+    with pytest.raises(TrainingError, match="non-finite loss at epoch 0, batch 0"):
+        train(cfg)
+    assert "batch 0" in (Path(cfg.run.dir) / "nonfinite.log").read_text()
+
+
+def test_nonfinite_loss_can_be_skipped(tiny_gan_config):
+    cfg = tiny_gan_config("gan.image_scale=.nan", "train.epochs=1", "train.on_nonfinite=skip")
+    result = train(cfg)
+    log = (result.run_dir / "nonfinite.log").read_text()
+    assert "epoch 0, batch 0, discriminator loss" in log
+
+
+def test_checkpoints_refuse_pickled_code_and_truncation(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "scaletrain-checkpoint-v1", "config": {}, "models": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(evil)
+    good = save_checkpoint(tmp_path / "good.pt", {"config": {}, "models": {"m": {}}})
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "other.pt").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "other.pt")
