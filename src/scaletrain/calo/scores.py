@@ -2,9 +2,10 @@
 
 fidelity (lower is better, 0 for identical distributions in the limit of many showers) is
 
-    fidelity = mean over energy bins of [ W + TV_long + (TV_x + TV_y) / 2 + |dSF| + |ln R| ]
+    fidelity = sum over energy bins b of  w_b [ W + TV_long + (TV_x + TV_y) / 2 + |dSF| + |ln R| ]
                + 2 |AUC - 0.5| + FD / d
 
+w_b: the bin's share of the (binned) reference showers;
 W: mean normalized 1-D Wasserstein distance of the shower observables (WASSERSTEIN_KEYS);
 TV: total-variation distance of the mean normalized profiles, 0.5 sum |p_gen - p_ref|;
 dSF: relative error of the mean sampled fraction sum(ECAL)/Ep; R: resolution ratio;

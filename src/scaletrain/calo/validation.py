@@ -58,7 +58,7 @@ def compare(
         return s
 
     per_bin: dict[str, dict] = {}
-    binned = []
+    binned, weights = [], []
     for b in bins:
         mg, mr = b.mask(gen.energy), b.mask(ref.energy)
         if min(mg.sum(), mr.sum()) < sc.MIN_SHOWERS:
@@ -67,13 +67,15 @@ def compare(
         per_bin[b.label] = s = scored(mg, mr)
         s.update(energy_lo=b.lo, energy_hi=b.hi, skipped=False)
         binned.append(sc.binned_terms(s))
+        weights.append(mr.sum())
     if not binned:
         raise DataError(
             f"no energy bin has {sc.MIN_SHOWERS} or more showers in both samples "
             f"(bins: {', '.join(b.label for b in bins)})"
         )
     everything = scored(np.ones(len(gen), bool), np.ones(len(ref), bool))
-    fidelity = float(np.mean(binned)) + sc.classifier_terms(
+    # bins weighted by their share of the reference, so sparse bins do not dominate the noise
+    fidelity = float(np.average(binned, weights=weights)) + sc.classifier_terms(
         everything["auc"], everything["frechet"], len(names)
     )
     everything["fidelity"] = fidelity
