@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from .binning import EnergyBin
 from .observables import Observables, cell_bin_edges
@@ -67,13 +68,14 @@ def _grid(n: int, title: str) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes
     """n panels, each a main axis over a small ratio axis."""
     cols = min(max(n, 1), MAX_COLS)
     rows = -(-max(n, 1) // cols)
-    fig = plt.figure(figsize=(4.2 * cols, 4.0 * rows))
-    gs = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows, hspace=0.08, wspace=0.3)
+    fig = plt.figure(figsize=(4.2 * cols, 4.2 * rows), layout="constrained")
+    subfigs = fig.subfigures(rows, cols, squeeze=False)
     panels = []
     for i in range(n):
-        r, c = divmod(i, cols)
-        ax = fig.add_subplot(gs[2 * r, c])
-        axr = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+        sub = subfigs[divmod(i, cols)]
+        ax, axr = sub.subplots(
+            2, 1, sharex=True, height_ratios=[3, 1], gridspec_kw={"hspace": 0.05}
+        )
         ax.tick_params(which="both", labelbottom=False)
         panels.append((ax, axr))
     fig.suptitle(title)
@@ -81,6 +83,7 @@ def _grid(n: int, title: str) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes
 
 
 def _ratio(axr: plt.Axes, x, g, r, eg=None, er=None, span: float = 0.5) -> None:
+    """gen / ref with errors; the axis widens (up to 1 +- 2) to show large deviations."""
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(r > 0, g / r, np.nan)
         err = None
@@ -88,7 +91,10 @@ def _ratio(axr: plt.Axes, x, g, r, eg=None, er=None, span: float = 0.5) -> None:
             err = ratio * np.sqrt((eg / np.where(g > 0, g, np.nan)) ** 2 + (er / r) ** 2)
     axr.errorbar(x, ratio, yerr=err, fmt="o", ms=2.5, color=GEN, lw=0.8)
     axr.axhline(1.0, color=REF, lw=0.8)
-    axr.set_ylim(1 - span, 1 + span)
+    dev = np.abs(ratio[np.isfinite(ratio)] - 1.0)
+    if dev.size:
+        span = float(np.clip(dev.max() * 1.15, span, 2.0))
+    axr.set_ylim(max(1 - span, 0.0), 1 + span)
     axr.set_ylabel("gen / ref")
 
 
@@ -118,6 +124,8 @@ def _sf_vs_energy(gen, ref, pairs) -> plt.Figure:
         span = 0.1 if kind == "mean" else 0.5
         _ratio(axr, x, vals["gen"][0], vals["ref"][0], vals["gen"][1], vals["ref"][1], span)
         axr.set_xlabel("primary energy (GeV)")
+        axr.set_xticks(x, [f"{v:.3g}" for v in x])
+        axr.xaxis.set_minor_formatter(NullFormatter())
     return fig
 
 
@@ -151,11 +159,15 @@ def _cell_spectrum(gen, ref, pairs) -> plt.Figure:
         ax.set_title(b.label)
         ax.legend(fontsize=8)
         _ratio(axr, centres, g, r, eg, er)
+        filled = np.flatnonzero((g > 0) | (r > 0))
+        if filled.size:  # the spectrum's range is wide; show where cells are
+            ax.set_xlim(edges[max(filled[0] - 1, 0)], edges[min(filled[-1] + 2, len(edges) - 1)])
         axr.set_xlabel("cell energy (GeV)")
     return fig
 
 
 def _hist_pair(ax, axr, g: np.ndarray, r: np.ndarray, xlabel: str, title: str = "") -> None:
+    ax.set_title(title or xlabel)
     g, r = g[np.isfinite(g)], r[np.isfinite(r)]
     both = np.concatenate([g, r])
     if len(both) == 0:
@@ -173,7 +185,6 @@ def _hist_pair(ax, axr, g: np.ndarray, r: np.ndarray, xlabel: str, title: str = 
     ax.errorbar(
         centres, hg * scale, yerr=np.sqrt(hg) * scale, fmt="o", ms=2, color=GEN, label="gen"
     )
-    ax.set_title(title)
     ax.legend(fontsize=8)
     _ratio(axr, centres, hg * scale, hr.astype(float), np.sqrt(hg) * scale, np.sqrt(hr))
     axr.set_xlabel(xlabel)
