@@ -59,7 +59,7 @@ def write_plots(
 
 def _save(fig: plt.Figure, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -68,14 +68,17 @@ def _grid(n: int, title: str) -> tuple[plt.Figure, list[tuple[plt.Axes, plt.Axes
     """n panels, each a main axis over a small ratio axis."""
     cols = min(max(n, 1), MAX_COLS)
     rows = -(-max(n, 1) // cols)
-    fig = plt.figure(figsize=(4.2 * cols, 4.2 * rows), layout="constrained")
+    fig = plt.figure(figsize=(4.2 * cols, 4.2 * rows))
     subfigs = fig.subfigures(rows, cols, squeeze=False)
     panels = []
     for i in range(n):
-        sub = subfigs[divmod(i, cols)]
+        row, col = divmod(i, cols)
+        sub = subfigs[row, col]
         ax, axr = sub.subplots(
             2, 1, sharex=True, height_ratios=[3, 1], gridspec_kw={"hspace": 0.05}
         )
+        # the first row leaves room for the figure's title above the panels' titles
+        sub.subplots_adjust(left=0.2, right=0.95, top=0.8 if row == 0 else 0.88, bottom=0.14)
         ax.tick_params(which="both", labelbottom=False)
         panels.append((ax, axr))
     fig.suptitle(title)
