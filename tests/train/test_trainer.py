@@ -97,3 +97,16 @@ def test_checkpoints_refuse_pickled_code_and_truncation(tmp_path):
     (tmp_path / "other.pt").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_fidelity_is_computed_during_training_and_picks_the_best_checkpoint(tiny_gan_config):
+    cfg = tiny_gan_config(
+        "train.fidelity_every=1", "train.fidelity_showers=40", "train.best_metric=val/fidelity"
+    )
+    result = train(cfg)
+    epochs = [r for r in read_metrics(result.run_dir) if r.get("kind") == "epoch"]
+    values = [r["val/fidelity"] for r in epochs]
+    assert len(values) == 2 and all(v > 0 for v in values)
+    best = load_checkpoint(result.run_dir / "best.pt")
+    assert best["metrics"]["val/fidelity"] == min(values)
+    assert result.best == {"metric": "val/fidelity", "value": min(values), "epoch": best["epoch"]}

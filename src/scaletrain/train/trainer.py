@@ -218,13 +218,15 @@ class Trainer:
         return {f"val/{k}": v / n for k, v in totals.items()} if n else {}
 
     def fidelity(self) -> float:
+        """The physics fidelity of generated vs held-out showers (lower is better)."""
+        from scaletrain.calo import fidelity_score
         from scaletrain.generate import generate_like
 
         reference = self.val_split.arrays(self.cfg.train.fidelity_showers)
-        from scaletrain.calo import fidelity_score
-
         generated = generate_like(self.task, reference, seed=self.cfg.run.seed)
-        return float(fidelity_score(generated, reference))
+        return float(
+            fidelity_score(generated, reference, energy_bins=_quantile_edges(reference["energy"]))
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -275,6 +277,17 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _quantile_edges(energy, showers_per_bin: int = 200, max_bins: int = 6) -> list[float]:
+    """Energy-bin edges with enough showers in each bin for stable scores."""
+    import numpy as np
+
+    n_bins = int(np.clip(len(energy) // showers_per_bin, 1, max_bins))
+    edges = np.unique(np.quantile(energy, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) < 2:  # a single primary energy
+        return [float(edges[0]) - 1.0, float(edges[0]) + 1.0]
+    return [float(e) for e in edges]
 
 
 def train(
