@@ -88,6 +88,8 @@ class TrainConfig:
     batch_size: int = field(default=128, metadata=_range(1))
     val_batches: int = field(default=0, metadata=_range(0, doc="0 = the whole validation split"))
     keep_last: int = field(default=2, metadata=_range(1))
+    # also checkpoint every N steps inside an epoch (0: only at epoch ends)
+    checkpoint_every: int = field(default=0, metadata=_range(0))
     log_every: int = field(default=10, metadata=_range(1))
     progress: bool = True
     on_nonfinite: Literal["stop", "skip", "lower_lr"] = "stop"

@@ -22,7 +22,13 @@ def test_training_writes_a_complete_run_directory(tiny_gan_config):
     cfg = tiny_gan_config("train.epochs=1")
     result = train(cfg)
     run = result.run_dir
-    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "best.pt", "ckpt-epoch0001.pt"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "best.pt",
+        "ckpt-step00000012.pt",
+    ):
         assert (run / name).exists(), name
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["config_digest"] == cfg.digest()

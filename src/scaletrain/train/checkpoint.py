@@ -19,7 +19,7 @@ import torch
 from scaletrain.errors import CheckpointError
 
 FORMAT = "scaletrain-checkpoint-v1"
-_EPOCH_FILE = re.compile(r"ckpt-epoch(\d+)\.pt$")
+_STEP_FILE = re.compile(r"^ckpt-step(\d+)\.pt$")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -67,17 +67,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def epoch_checkpoint_name(epoch: int) -> str:
-    return f"ckpt-epoch{epoch:04d}.pt"
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-step{step:08d}.pt"
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
-    """Epoch checkpoints in a directory, oldest first."""
+    """Checkpoints in a directory, oldest first (temporary files of a killed write excluded)."""
     directory = Path(directory)
     found = [
         (int(m.group(1)), p)
-        for p in directory.glob("ckpt-epoch*.pt")
-        if (m := _EPOCH_FILE.search(p.name))
+        for p in directory.glob("ckpt-step*.pt")
+        if (m := _STEP_FILE.search(p.name))
     ]
     return [p for _, p in sorted(found)]
 

@@ -75,7 +75,8 @@ class Trainer:
         if cfg.run.precision == "bf16":
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
         self.task = build_task(cfg, models, self.device, autocast)
-        self.epoch = 0
+        self.epoch = 0  # completed epochs
+        self.batch_in_epoch = 0  # batches done in the current epoch (resume mid-epoch)
         self.step = 0
         self.best: dict[str, Any] = {}
         if resume:
@@ -114,30 +115,36 @@ class Trainer:
         )
         with progress:
             for epoch in range(start, cfg.epochs):
+                first = self.batch_in_epoch if epoch == start else 0
                 progress.start_epoch(epoch, cfg.epochs, per_epoch)
                 self._set_train(True)
                 running: dict[str, torch.Tensor] = {}
-                batches = self.train_split.batches(cfg.batch_size, epoch=epoch, shuffle=True)
-                for i, batch in enumerate(batches):
+                count = 0
+                batches = self.train_split.batches(
+                    cfg.batch_size, epoch=epoch, shuffle=True, start_batch=first
+                )
+                for i, batch in enumerate(batches, start=first):
                     out = self.task.train_step(batch, self._updater(epoch, i))
                     self.step += 1
+                    self.batch_in_epoch = i + 1
                     self.strategy.end_step(self.step)
                     samples += cfg.batch_size
+                    count += 1
                     for k, v in out.items():
                         running[k] = running.get(k, 0.0) + v
                     if self.step % cfg.log_every == 0 or i == per_epoch - 1:
-                        means = {
-                            f"train/{k}": float(v) / (i % cfg.log_every + 1)
-                            for k, v in running.items()
-                        }
-                        running = {}
+                        means = {f"train/{k}": float(v) / count for k, v in running.items()}
+                        running, count = {}, 0
                         means = self.strategy.reduce_metrics(means)
                         self.metrics.log(self.step, epoch, means)
                         progress.update(i + 1, means)
                         last.update(means)
                     else:
                         progress.advance(i + 1)
-                self.epoch = epoch + 1
+                    every = cfg.checkpoint_every
+                    if every and self.step % every == 0 and i < per_epoch - 1:
+                        self._save_mid_epoch()
+                self.epoch, self.batch_in_epoch = epoch + 1, 0
                 epoch_metrics = self._end_epoch(epoch)
                 last.update(epoch_metrics)
                 progress.end_epoch(epoch_metrics)
@@ -237,6 +244,7 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(),
             "epoch": self.epoch,
+            "batch": self.batch_in_epoch,
             "step": self.step,
             "models": {k: m.state_dict() for k, m in self.task.models.items()},
             "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
@@ -247,8 +255,7 @@ class Trainer:
 
     def _save(self, metrics: dict[str, float]) -> None:
         path = ckpt.save_checkpoint(
-            self.run_dir / ckpt.epoch_checkpoint_name(self.epoch),
-            {**self.state(), "metrics": metrics},
+            self.run_dir / ckpt.checkpoint_name(self.step), {**self.state(), "metrics": metrics}
         )
         key, mode = self.cfg.train.best_metric, self.cfg.train.best_mode
         value = metrics.get(key)
@@ -262,6 +269,11 @@ class Trainer:
                 ckpt.publish_copy(path, self.run_dir / "best.pt")
         ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
+    def _save_mid_epoch(self) -> None:
+        if self.strategy.is_main:
+            ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), self.state())
+            ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
+
     def _load(self, state: dict[str, Any]) -> None:
         names = list(self.task.models)
         for name, sd in ckpt.model_states(state, names, self.run_dir).items():
@@ -271,6 +283,7 @@ class Trainer:
                 self.task.optimizers[name].load_state_dict(sd)
         self.task.load_state_dict(state.get("task", {}))
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state.get("batch", 0))
         self.best = dict(state.get("best", {}))
         rng = state.get("rng", {})
         if "torch" in rng:
