@@ -50,8 +50,6 @@ class Trainer:
         self.strategy = strategy or Strategy()
         main = self.strategy.is_main
         self.run_dir = Path(cfg.run.dir)
-        if main:
-            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.device = self.strategy.device(cfg.run.device)
@@ -75,6 +73,8 @@ class Trainer:
         if cfg.run.precision == "bf16":
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
         self.task = build_task(cfg, models, self.device, autocast)
+        if main:  # only now: bad data or models must not touch an existing run
+            prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         self.epoch = 0  # completed epochs
         self.batch_in_epoch = 0  # batches done in the current epoch (resume mid-epoch)
         self.step = 0
