@@ -222,6 +222,7 @@ def test_training_refuses_bad_data_before_touching_the_run(case, tmp_path, outpu
         ["train", str(cfg), "--run-dir", str(outputs / "run"), "--overwrite"], capsys
     )
     assert_one_line_error(code, err)
+    assert bad.name in err
     assert snapshot(outputs) == before
 
 

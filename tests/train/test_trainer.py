@@ -27,7 +27,7 @@ def test_training_writes_a_complete_run_directory(tiny_gan_config):
         "provenance.json",
         "metrics.jsonl",
         "best.pt",
-        "ckpt-step00000012.pt",
+        f"ckpt-step{result.steps:08d}.pt",
     ):
         assert (run / name).exists(), name
     provenance = json.loads((run / "provenance.json").read_text())

@@ -52,6 +52,12 @@ class _Reader:
             self._memory[unit.file] = read_showers(self.paths[unit.file])
         return {k: v[unit.start : unit.stop] for k, v in self._memory[unit.file].items()}
 
+    def preload(self, counts: list[int]) -> None:
+        """Read (and so check) the used rows now: bad values fail before any training starts."""
+        for index, n in enumerate(counts):
+            if index not in self._memory and n > 0:
+                self._memory[index] = read_showers(self.paths[index], 0, n)
+
     def read_many(self, units: Iterable[_Unit]) -> dict[str, np.ndarray]:
         parts = [self.read(u) for u in units]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -109,7 +115,10 @@ class ShowerData:
         }
         if cache is None:
             cache = n_total * int(np.prod(infos[0].shape)) * 4 <= AUTO_CACHE_BYTES
-        return cls(paths, counts, split_units, seed, cache, chunk_size)
+        data = cls(paths, counts, split_units, seed, cache, chunk_size)
+        if cache:
+            data._reader.preload(counts)
+        return data
 
     def split(self, name: str, *, rank: int = 0, world_size: int = 1) -> ShowerSplit:
         """This rank's share of the "train" or "val" split."""
