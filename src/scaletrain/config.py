@@ -115,6 +115,40 @@ class ParallelConfig:
 
 
 @dataclass
+class ParamSpec:
+    """One searched hyper-parameter: a float or int range, or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class SearchConfig:
+    """Hyper-parameter optimization (`scaletrain optimize`); params maps dotted config keys."""
+
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+    objective: str = "val/loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    sampler: Literal["gp", "tpe", "random", "cmaes", "evolution"] = "tpe"
+    trials: int = field(default=20, metadata=_range(1))
+    timeout: float | None = field(default=None, metadata=_range(0.0, doc="seconds, whole study"))
+    trial_timeout: float | None = field(default=None, metadata=_range(0.0))
+    folds: int = field(default=1, metadata=_range(1))
+    pruner: Literal["none", "median", "halving"] = "none"
+    seed: int = field(default=0, metadata=_range(0))
+    # evolution: chromosomes per generation, fraction kept as parents, mutation step / range
+    population: int = field(default=8, metadata=_range(2))
+    elite_fraction: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    mutation_scale: float = field(default=0.05, metadata=_range(0.0))
+    # Optuna storage URL; None = SQLite in the run directory (run_dir/study.db)
+    storage: str | None = None
+    study_name: str | None = None
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,6 +159,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -237,7 +272,8 @@ def _convert(tp: Any, value: Any, where: str, meta: typing.Mapping[str, Any]) ->
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {_kind(value)}")
-        return dict(value)
+        _, inner = typing.get_args(tp)
+        return {k: _convert(inner, v, _join(where, k), {}) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
