@@ -105,11 +105,17 @@ class ParallelConfig:
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     warmup_epochs: int = field(default=0, metadata=_range(0))
     sync_batchnorm: bool = False
+    # all-reduce bucket size: gradients are reduced in flat buckets of this many MiB
+    bucket_mb: float = field(default=25.0, metadata=_range(0.0))
     masters: int = field(default=1, metadata=_range(1))
+    # workers per master; 0 = every process that is not a master
+    workers: int = field(default=0, metadata=_range(0))
     sync_every: int = field(default=1, metadata=_range(1))
     easgd_alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     easgd_tau: int = field(default=1, metadata=_range(1))
     gem_momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    # GEM's proxy amplification (the authors' scripts: "2 is a good value")
+    gem_kappa: float = field(default=2.0, metadata=_range(0.0))
     timeout_s: float = field(default=60.0, metadata=_range(1.0))
     on_worker_loss: Literal["continue", "abort"] = "continue"
 

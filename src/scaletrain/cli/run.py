@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ._app import app
+from scaletrain.errors import ConfigError, ScaletrainError
+
+from ._app import app, debug_enabled
 
 console = Console()
 
@@ -25,20 +27,60 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda (overrides run.device)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (overrides train.epochs)."),
+    mode: str = typer.Option(
+        None, "--mode", help="none, allreduce, downpour, easgd or gem (overrides parallel.mode)."
+    ),
+    np_: int = typer.Option(
+        None, "--np", min=1, help="Run on this many processes: re-executes under mpiexec -n NP."
+    ),
+    masters: int = typer.Option(None, "--masters", help="Parameter servers (parallel.masters)."),
+    workers: int = typer.Option(
+        None, "--workers", help="Workers per master (parallel.workers; 0 = all other ranks)."
+    ),
 ) -> None:
     """Train a model as configured; writes checkpoints, metrics and provenance to the run dir."""
+    import sys
+
     from scaletrain.config import load_config
+    from scaletrain.parallel import World, make_layout, make_strategy
+    from scaletrain.parallel.launch import relaunch
+    from scaletrain.parallel.world import launched_by_mpi
     from scaletrain.train.trainer import train as run_training
 
     overrides = list(set_)
-    if run_dir:
-        overrides.append(f"run.dir={run_dir}")
-    if device:
-        overrides.append(f"run.device={device}")
-    if epochs:
-        overrides.append(f"train.epochs={epochs}")
-    cfg = load_config(config, overrides)
-    result = run_training(cfg, resume=resume, overwrite=overwrite)
+    for key, value in (
+        ("run.dir", run_dir),
+        ("run.device", device),
+        ("train.epochs", epochs),
+        ("parallel.mode", mode),
+        ("parallel.masters", masters),
+        ("parallel.workers", workers),
+    ):
+        if value is not None and value != "":
+            overrides.append(f"{key}={value}")
+    cfg = load_config(config, overrides)  # checked once, before any process is started
+    if np_ and np_ > 1 and not launched_by_mpi():
+        if cfg.parallel.mode == "none":
+            raise ConfigError(f"--np {np_} needs a distribution mode: --mode allreduce, ...")
+        make_layout(cfg.parallel, np_)  # a layout that cannot fill NP ranks fails here, once
+        flags = [f"--{k}" for k, v in (("resume", resume), ("overwrite", overwrite)) if v]
+        argv = ["train", str(config), *(a for o in overrides for a in ("--set", o)), *flags]
+        raise typer.Exit(relaunch(np_, ["--debug", *argv] if debug_enabled() else argv))
+    world = World.detect()
+    if np_ and world.size != np_:
+        raise ConfigError(f"--np {np_} but the launcher started {world.size} processes")
+    try:
+        strategy = make_strategy(cfg.parallel, world)
+        result = run_training(cfg, resume=resume, overwrite=overwrite, strategy=strategy)
+    except ScaletrainError as exc:
+        if world.size == 1:
+            raise
+        # the other ranks would wait for this one: report, then stop the whole job
+        print(f"error: rank {world.rank}: {exc}", file=sys.stderr, flush=True)
+        world.abort(2)
+        raise
+    if not strategy.is_main:
+        return  # one summary, from the rank that holds the run directory
     console.print(
         f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s, "
         f"{result.samples_per_s:.1f} samples/s; run: {result.run_dir}"
@@ -66,6 +108,12 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    fast: bool = typer.Option(
+        None,
+        "--fast/--no-fast",
+        help="bf16 compiled generator with an async writer (default: on with CUDA).",
+        show_default=False,
+    ),
 ) -> None:
     """Generate showers with a trained generator into an HDF5 file (3DGAN layout)."""
     from scaletrain.generate import generate_file
@@ -79,6 +127,7 @@ def generate(
         device=device,
         seed=seed,
         overwrite=overwrite,
+        fast=fast,
     )
     console.print(
         f"generated {result.n} showers in {result.seconds:.1f} s "

@@ -6,6 +6,7 @@ subclass it; the trainer calls the same hooks in every mode and never branches o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ class Strategy:
     name = "none"
     rank = 0
     world_size = 1
+    # a parameter server: `train()` runs `serve` on this rank instead of the training loop
+    serves = False
 
     @property
     def is_main(self) -> bool:
@@ -36,8 +39,19 @@ class Strategy:
             )
         return torch.device("cpu")
 
-    def setup(self, models: dict[str, nn.Module], optimizers: dict[str, Any]) -> None:
-        """Called once after the task is built (and after a resume has loaded its state)."""
+    def setup(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, Any],
+        *,
+        steps_per_epoch: int = 0,
+        step: int = 0,
+    ) -> None:
+        """Called once after the task is built (and after a resume has loaded its state).
+
+        `steps_per_epoch` sizes schedules such as learning-rate warm-up; `step` is the step
+        training starts from (non-zero after a resume).
+        """
 
     def after_backward(self, name: str, module: nn.Module) -> None:
         """Gradients of `module` are ready; its optimizer steps right after this returns."""
@@ -48,6 +62,13 @@ class Strategy:
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-process metrics over the processes that train one model."""
         return metrics
+
+    def serve(
+        self, steps_per_epoch: int, epochs: int, start_epoch: int
+    ) -> Iterator[tuple[int, int, dict[str, float]]]:
+        """A server's loop: yields (epoch, step, metrics) whenever the central model it holds
+        has completed an epoch, so that the trainer validates and checkpoints it."""
+        return iter(())
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.name, "rank": self.rank, "world_size": self.world_size}

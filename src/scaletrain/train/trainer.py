@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,12 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
         data: ShowerData | None = None,
+        epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
+        """`epoch_callback(epochs_done, metrics)` runs on the main rank after each epoch's
+        validation and checkpoint; an exception it raises stops training (HPO pruning)."""
         self.cfg = cfg
+        self.epoch_callback = epoch_callback
         self.strategy = strategy or Strategy()
         main = self.strategy.is_main
         self.run_dir = Path(cfg.run.dir)
@@ -84,7 +89,12 @@ class Trainer:
         else:
             # other ranks draw other dropout masks; their initial weights are already equal
             torch.manual_seed(cfg.run.seed + 7919 * self.strategy.rank)
-        self.strategy.setup(self.task.models, self.task.optimizers)
+        self.strategy.setup(
+            self.task.models,
+            self.task.optimizers,
+            steps_per_epoch=self.train_split.num_batches(cfg.train.batch_size),
+            step=self.step,
+        )
         self.metrics = MetricsLogger(self.run_dir, enabled=main)
         if main:
             save_config(cfg, self.run_dir / "config.yaml")
@@ -160,6 +170,27 @@ class Trainer:
             dict(self.best),
         )
 
+    def serve(self) -> TrainResult:
+        """This rank holds the central model of a parameter server: the strategy's server loop
+        trains it with the workers' updates; each completed epoch is validated and saved here.
+        """
+        cfg = self.cfg.train
+        per_epoch = self.train_split.num_batches(cfg.batch_size)
+        t0, start_step = time.perf_counter(), self.step
+        last: dict[str, float] = {}
+        for epoch, step, metrics in self.strategy.serve(per_epoch, cfg.epochs, self.epoch):
+            self.epoch, self.step, self.batch_in_epoch = epoch + 1, step, 0
+            self.metrics.log(step, epoch, metrics)
+            last.update(metrics)
+            last.update(self._end_epoch(epoch))
+        seconds = time.perf_counter() - t0
+        self.metrics.close()
+        samples = (self.step - start_step) * cfg.batch_size * self.strategy.world_size
+        return TrainResult(
+            self.run_dir, self.epoch, self.step, seconds, samples / max(seconds, 1e-9), last,
+            dict(self.best),
+        )  # fmt: skip
+
     def _updater(self, epoch: int, batch_index: int):
         on_nonfinite = self.cfg.train.on_nonfinite
 
@@ -203,6 +234,8 @@ class Trainer:
                 metrics["val/fidelity"] = self.fidelity()
             self.metrics.log(self.step, epoch + 1, metrics, kind="epoch")
             self._save(metrics)
+            if self.epoch_callback is not None:
+                self.epoch_callback(epoch + 1, metrics)
         return metrics
 
     @torch.no_grad()
@@ -304,11 +337,18 @@ def _quantile_edges(energy, showers_per_bin: int = 200, max_bins: int = 6) -> li
 
 
 def train(
-    cfg: Config, *, resume: bool = False, overwrite: bool = False, strategy: Strategy | None = None
+    cfg: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    strategy: Strategy | None = None,
+    epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train as configured; returns where the run is and its final metrics."""
-    trainer = Trainer(cfg, strategy=strategy, resume=resume, overwrite=overwrite)
+    trainer = Trainer(
+        cfg, strategy=strategy, resume=resume, overwrite=overwrite, epoch_callback=epoch_callback
+    )
     try:
-        return trainer.fit()
+        return trainer.serve() if trainer.strategy.serves else trainer.fit()
     finally:
         trainer.strategy.close()

@@ -1,0 +1,132 @@
+"""The MPI world: who we are, communicators split by layout, torch.distributed brokered by MPI.
+
+MPI (mpi4py) is the control plane and the launcher's contract; it is imported only when the
+process was started by a launcher (mpirun, mpiexec, srun), so one process needs no MPI.
+torch.distributed (NCCL on GPU, Gloo on CPU) is the data plane of the all-reduce groups: the
+first rank of a group opens a TCP store on a free port and broadcasts its address over MPI,
+so users set no MASTER_ADDR / MASTER_PORT.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from scaletrain.parallel.layout import NO_COLOR
+
+# set by the launchers we support: MPICH/Hydra and Intel MPI, Open MPI, PMIx (srun --mpi=pmix),
+# MVAPICH, and srun job steps
+_LAUNCHER_SIZE_VARS = (
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+)
+
+
+def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a launcher started this process as part of a job of several."""
+    env = os.environ if environ is None else environ
+    sizes = [env.get(name, "") for name in _LAUNCHER_SIZE_VARS]
+    return any(v.isdigit() and int(v) > 1 for v in sizes) or "PMIX_RANK" in env
+
+
+@dataclass
+class World:
+    """This process's place in the MPI job; `comm` is None for a single process."""
+
+    rank: int = 0
+    size: int = 1
+    comm: Any = None
+    local_rank: int = 0
+    local_size: int = 1
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str] | None = None) -> World:
+        """The MPI world if a launcher started this process, else one process without MPI."""
+        if not launched_by_mpi(environ):
+            return cls()
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        # node-local rank picks the GPU: one process per GPU
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
+        world = cls(comm.rank, comm.size, comm, local.rank, local.size)
+        local.Free()
+        return world
+
+    def split(self, color: int) -> Any:
+        """A sub-communicator of the ranks with the same colour (None for NO_COLOR / no MPI)."""
+        if self.comm is None:
+            return None
+        from mpi4py import MPI
+
+        sub = self.comm.Split(MPI.UNDEFINED if color == NO_COLOR else color, key=self.rank)
+        return None if sub == MPI.COMM_NULL else sub
+
+    def device(self, requested: str) -> torch.device:
+        """One GPU per process, chosen by the node-local rank; CPU when asked or none."""
+        if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cuda")  # asked for explicitly: let torch raise its own error
+        index = self.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+
+    def barrier(self) -> None:
+        if self.comm is not None:
+            self.comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        """Stop every process of the job (used when one rank fails and the others would wait)."""
+        if self.comm is not None and self.size > 1:
+            self.comm.Abort(code)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"rank": self.rank, "size": self.size}
+        if self.comm is not None:
+            from mpi4py import MPI
+
+            info["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+            info["local_size"] = self.local_size
+        return info
+
+
+def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> None:
+    """torch.distributed over the ranks of `comm`; its first rank hosts the TCP store."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    timeout = timedelta(seconds=timeout_s)
+    if comm.rank == 0:
+        host = socket.gethostname()
+        store = dist.TCPStore(
+            host, 0, comm.size, is_master=True, timeout=timeout, wait_for_workers=False
+        )
+        address = (host, store.port)
+    address = comm.bcast(address if comm.rank == 0 else None, root=0)
+    if comm.rank != 0:
+        store = dist.TCPStore(address[0], address[1], comm.size, is_master=False, timeout=timeout)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        kwargs["device_id"] = device
+    dist.init_process_group(
+        backend, store=store, rank=comm.rank, world_size=comm.size, timeout=timeout, **kwargs
+    )
+
+
+def destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,87 @@
+"""Runs several trainings in one MPI job (one interpreter start-up per process, not per run).
+
+    mpiexec -n N python _driver.py SPEC.json OUT.json
+
+SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"}}]}
+("config" is a nested config dict, optional; the overrides apply on top).
+OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "weights"}}; every
+rank also writes OUT.rank<r>.json with a checksum of its final weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from scaletrain.config import apply_override, from_dict
+from scaletrain.errors import ScaletrainError
+from scaletrain.parallel import World, make_strategy
+from scaletrain.train.trainer import Trainer
+
+
+def weights_checksum(models: dict[str, torch.nn.Module]) -> float:
+    return float(sum(p.double().sum() * (i + 1) for i, p in enumerate(all_params(models))))
+
+
+def all_params(models: dict[str, torch.nn.Module]) -> list[torch.Tensor]:
+    return [p.detach() for name in sorted(models) for p in models[name].parameters()]
+
+
+def hang_at(strategy, step: int, seconds: float) -> None:
+    """Make this rank go silent (as a hung process) at `step`."""
+    end_step = strategy.end_step
+
+    def silent(s: int) -> None:
+        if s == step:
+            time.sleep(seconds)
+        end_step(s)
+
+    strategy.end_step = silent
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    out_path = Path(sys.argv[2])
+    world = World.detect()
+    results, mine = {}, {}
+    for run in spec["runs"]:
+        raw = run.get("config", {})
+        for item in run.get("overrides", []):
+            apply_override(raw, item)
+        cfg = from_dict(raw)
+        strategy = make_strategy(cfg.parallel, world)
+        hang = run.get("hang")
+        if hang and hang["rank"] == world.rank:
+            hang_at(strategy, hang["step"], hang.get("seconds", 120))
+        record: dict = {}
+        trainer = Trainer(cfg, strategy=strategy)
+        try:
+            result = trainer.serve() if strategy.serves else trainer.fit()
+            record = {"best": result.best, "metrics": result.metrics, "steps": result.steps}
+        except ScaletrainError as exc:
+            record = {"error": str(exc)}
+            if world.rank == 0:
+                out_path.write_text(json.dumps({**results, run["name"]: record}))
+            print(f"rank {world.rank}: {exc}", file=sys.stderr, flush=True)
+            world.abort(3)
+        finally:
+            strategy.close()
+        mine[run["name"]] = weights_checksum(trainer.task.models)
+        results[run["name"]] = record
+    Path(f"{out_path}.rank{world.rank}.json").write_text(json.dumps(mine))
+    if world.rank == 0:
+        out_path.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:
+        traceback.print_exc()
+        sys.stderr.flush()
+        World.detect().abort(4)
