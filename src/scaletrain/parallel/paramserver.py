@@ -1,0 +1,394 @@
+"""Asynchronous parameter servers (downpour, easgd, gem): the MPI message loop.
+
+Every model of the task (both of a GAN) lives in one flat float32 vector: parameters first,
+then floating buffers, with the modules' tensors rebound as views into it, so a message is
+that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exchange:
+
+    worker -> server   header [kind, step] (int64), payload (float32, the rule's)
+    server -> worker   reply (float32): the central variable
+
+The server applies the rule (`rules.py`) to the parameter part; buffers (batch-norm
+statistics) are taken from the latest worker. Staleness of an update is the number of
+central updates applied between the worker's last pull and its update. Every wait polls
+with a deadline (`parallel.timeout_s`) and names the rank that went silent.
+
+With sub-masters, each sub-master serves its workers with the mode's rule and forwards its
+accumulated change to the top master every `sync_every` updates (downpour-style: the top
+master adds it), receiving the top central variable back.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from scaletrain.config import ParallelConfig
+from scaletrain.errors import ConfigError, TrainingError
+from scaletrain.parallel.allreduce import AllReduceStrategy
+from scaletrain.parallel.layout import Layout
+from scaletrain.parallel.rules import Downpour, Gem, Rule, make_rule
+from scaletrain.parallel.strategy import Strategy
+from scaletrain.parallel.world import World
+
+TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
+UPDATE, DONE = 0, 1
+
+
+def wait_all(requests: list[Any], timeout_s: float, missing: Callable[[], str]) -> None:
+    """Complete MPI requests, sleeping between polls (MPI's Wait spins); raise on timeout."""
+    from mpi4py import MPI
+
+    deadline = time.monotonic() + timeout_s
+    pause = 1e-4
+    while not MPI.Request.Testall(requests):
+        if time.monotonic() > deadline:
+            for request in requests:
+                if request != MPI.REQUEST_NULL:
+                    request.Cancel()
+            raise TrainingError(missing())
+        time.sleep(pause)
+        pause = min(pause * 2, 5e-3)
+
+
+class FlatState:
+    """The models' parameters, then floating buffers, as views into one flat float32 tensor."""
+
+    def __init__(self, models: dict[str, nn.Module]) -> None:
+        params = [p for name in sorted(models) for p in models[name].parameters()]
+        buffers = [
+            (module, key, b)
+            for name in sorted(models)
+            for module in models[name].modules()
+            for key, b in module._buffers.items()
+            if b is not None and b.is_floating_point()
+        ]
+        tensors = params + [b for _, _, b in buffers]
+        wrong = {str(t.dtype) for t in tensors if t.dtype != torch.float32}
+        if wrong:
+            raise ConfigError(f"parameter servers exchange float32 models; found {wrong}")
+        self.n_params = sum(p.numel() for p in params)
+        device = params[0].device
+        self.flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(device)
+        offset = 0
+        for p in params:
+            p.data = self.flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        for module, key, b in buffers:
+            module._buffers[key] = self.flat[offset : offset + b.numel()].view_as(b)
+            offset += b.numel()
+        self.host = self.flat if device.type == "cpu" else torch.empty_like(self.flat, device="cpu")
+
+    def to_host(self) -> None:
+        if self.host is not self.flat:
+            self.host.copy_(self.flat)
+
+    def from_host(self) -> None:
+        if self.host is not self.flat:
+            self.flat.copy_(self.host)
+
+
+def _rule(cfg: ParallelConfig) -> Rule:
+    return make_rule(
+        cfg.mode, alpha=cfg.easgd_alpha, momentum=cfg.gem_momentum, kappa=cfg.gem_kappa
+    )
+
+
+def _period(cfg: ParallelConfig) -> int:
+    return cfg.easgd_tau if cfg.mode == "easgd" else cfg.sync_every
+
+
+class _Client:
+    """One side of the exchange: send header + payload, receive the reply (with a deadline)."""
+
+    def __init__(self, comm: Any, me: int, server: int, size: int, timeout_s: float) -> None:
+        self.comm, self.me, self.server, self.timeout_s = comm, me, server, timeout_s
+        self.header = np.zeros(2, dtype=np.int64)
+        self.payload = torch.zeros(size)
+        self.reply = torch.zeros(size)
+
+    def receive(self, into: torch.Tensor, what: str) -> None:
+        request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
+        wait_all([request], self.timeout_s, lambda: self._silent(what))
+
+    def exchange(self, kind: int, step: int) -> torch.Tensor:
+        self.header[:] = (kind, step)
+        requests = [
+            self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY),
+            self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
+            self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
+        ]
+        wait_all(requests, self.timeout_s, lambda: self._silent(f"a reply at step {step}"))
+        return self.reply
+
+    def _silent(self, what: str) -> str:
+        return (
+            f"rank {self.me}: no {what} from parameter server rank {self.server} within "
+            f"{self.timeout_s:g} s (parallel.timeout_s); it died, hung or is validating longer"
+        )
+
+
+class ParamServerWorker(AllReduceStrategy):
+    """Trains with the normal loop; every `sync_every` steps (and at each epoch end) the
+    worker's lead rank exchanges with its server, then shares the reply with its replica."""
+
+    def __init__(
+        self, cfg: ParallelConfig, world: World, layout: Layout, replica: Any, channel: Any
+    ) -> None:
+        super().__init__(cfg, world, layout, replica)
+        self.name = cfg.mode
+        self.rule = _rule(cfg)
+        self.period = _period(cfg)
+        self.channel = channel
+        self.lead = self.role.gpu == 0
+        self.server = layout.server_of(world.rank - self.role.gpu)
+        self._client: _Client | None = None
+        self._step = 0
+        self._steps_per_epoch = 0
+        self._closed = False
+
+    @property
+    def is_main(self) -> bool:
+        return False
+
+    def setup(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, Any],
+        *,
+        steps_per_epoch: int = 0,
+        step: int = 0,
+    ) -> None:
+        super().setup(models, optimizers, steps_per_epoch=steps_per_epoch, step=step)
+        self.state = FlatState(models)
+        self._steps_per_epoch, self._step = steps_per_epoch, step
+        size = self.state.host.numel()
+        self._client = _Client(self.channel, self.world.rank, self.server, size, self.cfg.timeout_s)
+        self.pulled = torch.zeros(size)
+        if self.lead:
+            self._client.receive(self.state.host, "initial weights")
+        self._share()
+        self.pulled.copy_(self.state.host)
+
+    def _share(self) -> None:
+        """The lead's weights to the other processes of the replica, then onto the device."""
+        if self.group_size > 1:
+            self.comm.Bcast(self.state.host.numpy(), root=0)
+        self.state.from_host()
+
+    def end_step(self, step: int) -> None:
+        super().end_step(step)
+        self._step = step
+        spe = self._steps_per_epoch
+        if step % self.period == 0 or (spe and step % spe == 0):
+            self._exchange(UPDATE, step)
+
+    def _exchange(self, kind: int, step: int) -> None:
+        assert self._client is not None
+        self.state.to_host()
+        if self.lead:
+            host, n, payload = self.state.host, self.state.n_params, self._client.payload
+            self.rule.payload(host[:n], self.pulled[:n], payload[:n])
+            payload[n:] = host[n:]
+            reply = self._client.exchange(kind, step)
+            self.rule.merge(host[:n], reply[:n])
+            host[n:] = reply[n:]
+            self.pulled.copy_(reply)
+        self._share()
+
+    def close(self) -> None:
+        if not self._closed and self._client is not None:
+            self._closed = True
+            self._exchange(DONE, self._step)  # the last update in, the final central out
+        super().close()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mode": self.name, "server": self.server}
+
+
+class ParamServer(Strategy):
+    """A master (holding the central model that the trainer validates and checkpoints) or a
+    sub-master (serving its workers and forwarding to the top master)."""
+
+    serves = True
+
+    def __init__(self, cfg: ParallelConfig, world: World, layout: Layout, channel: Any) -> None:
+        self.cfg = cfg
+        self.world = world
+        self.layout = layout
+        self.role = layout.role(world.rank)
+        self.name = cfg.mode
+        self.rank = world.rank
+        self.world_size = layout.trainers
+        self.channel = channel
+        self.clients = layout.clients_of(world.rank)
+        self.upstream = layout.server_of(world.rank)
+        # the top master of sub-masters adds their accumulated changes (downpour)
+        top_of_subs = self.role.role == "master" and layout.masters > 1
+        self.rule: Rule = Downpour() if top_of_subs else _rule(cfg)
+        self.period = _period(cfg)
+        self.version = 0  # central updates applied so far
+        self._up: _Client | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.role.role == "master" and self.role.group <= 0 and self.role.fold <= 0
+
+    @property
+    def data_rank(self) -> tuple[int, int]:
+        return 0, self.world_size  # only to count the workers' steps per epoch
+
+    def device(self, requested: str) -> torch.device:
+        return self.world.device(requested)
+
+    def setup(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, Any],
+        *,
+        steps_per_epoch: int = 0,
+        step: int = 0,
+    ) -> None:
+        self.state = FlatState(models)
+        self.central = self.state.host
+        self.state.to_host()
+        size = self.central.numel()
+        if self.upstream >= 0:
+            self._up = _Client(self.channel, self.rank, self.upstream, size, self.cfg.timeout_s)
+            self._up.receive(self.central, "initial weights")
+            self.state.from_host()
+        self.pulled_up = self.central.clone()
+        self.payload = torch.zeros(size)
+        self.replies = {c: torch.zeros(size) for c in self.clients}
+        initial = self.central.clone()
+        requests = [
+            self.channel.Isend(initial.numpy(), dest=c, tag=TAG_REPLY) for c in self.clients
+        ]
+        wait_all(
+            requests, self.cfg.timeout_s, lambda: self._silent(self.clients, "initial weights")
+        )
+
+    def _silent(self, ranks: list[int], what: str = "message") -> str:
+        names = ", ".join(str(r) for r in ranks)
+        return (
+            f"parameter server rank {self.rank}: no {what} from rank {names} within "
+            f"{self.cfg.timeout_s:g} s (parallel.timeout_s); it died or hung"
+        )
+
+    # ------------------------------------------------------------------ the server loop
+
+    def serve(
+        self, steps_per_epoch: int, epochs: int, start_epoch: int
+    ) -> Iterator[tuple[int, int, dict[str, float]]]:
+        comm, timeout = self.channel, self.cfg.timeout_s
+        headers = {c: np.zeros(2, dtype=np.int64) for c in self.clients}
+        pending = {c: comm.Irecv(headers[c], source=c, tag=TAG_HEADER) for c in self.clients}
+        sends: dict[int, Any] = {}
+        heard = dict.fromkeys(self.clients, time.monotonic())
+        pulled_at = dict.fromkeys(self.clients, 0)
+        steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
+        alive, staleness = set(self.clients), []
+        next_epoch, since_up, pause = start_epoch, 0, 1e-4
+        while pending:
+            ready = next((c for c, r in pending.items() if r.Test()), None)
+            if ready is None:
+                now = time.monotonic()
+                for c in [c for c in pending if now - heard[c] > timeout]:
+                    self._lose(c, pending, alive)
+                time.sleep(pause)
+                pause = min(pause * 2, 5e-3)
+                continue
+            pause = 1e-4
+            c = ready
+            kind, step = (int(v) for v in headers[c])
+            request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
+            wait_all([request], timeout, lambda c=c: self._silent([c], "update payload"))
+            heard[c], steps[c] = time.monotonic(), step
+            staleness.append(self.version - pulled_at[c])
+            reply = self.replies[c]
+            if c in sends:
+                sends.pop(c).Wait()  # long complete: the worker received it before sending
+            if self.rule.reply_before_apply:
+                reply.copy_(self.central)
+            n = self.state.n_params
+            self.rule.apply(self.central[:n], c, self.payload[:n])
+            self.central[n:] = self.payload[n:]
+            self.version += 1
+            if not self.rule.reply_before_apply:
+                reply.copy_(self.central)
+            sends[c] = comm.Isend(reply.numpy(), dest=c, tag=TAG_REPLY)
+            pulled_at[c] = self.version
+            if kind == DONE:
+                del pending[c]
+            else:
+                pending[c] = comm.Irecv(headers[c], source=c, tag=TAG_HEADER)
+            since_up += 1
+            if self._up is not None and since_up >= self.period and pending:
+                self._forward(UPDATE, min(steps[c] for c in alive))
+                since_up = 0
+            while (
+                next_epoch < epochs
+                and alive
+                and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
+            ):
+                self.state.from_host()
+                yield next_epoch, (next_epoch + 1) * steps_per_epoch, self._metrics(staleness)
+                staleness, next_epoch = [], next_epoch + 1
+                heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
+        wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
+        if self._up is not None:
+            self._forward(DONE, max(steps.values(), default=0))
+        self.state.from_host()
+        if not alive:
+            raise TrainingError(f"parameter server rank {self.rank}: every worker was lost")
+        reached = min(steps[c] for c in alive)
+        if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
+            # workers lost on the way: the last, partial epoch of the survivors still counts
+            last = min(epochs, -(-reached // steps_per_epoch)) - 1
+            yield last, reached, self._metrics(staleness)
+
+    def _forward(self, kind: int, step: int) -> None:
+        """A sub-master's change since its last pull to the top master; its central back."""
+        assert self._up is not None
+        n = self.state.n_params
+        torch.sub(self.central[:n], self.pulled_up[:n], out=self._up.payload[:n])
+        self._up.payload[n:] = self.central[n:]
+        reply = self._up.exchange(kind, step)
+        self.central.copy_(reply)
+        self.pulled_up.copy_(reply)
+
+    def _lose(self, client: int, pending: dict[int, Any], alive: set[int]) -> None:
+        message = self._silent([client])
+        if self.cfg.on_worker_loss == "abort":
+            raise TrainingError(message + " (parallel.on_worker_loss: abort)")
+        print(f"warning: {message}; going on without it", file=sys.stderr, flush=True)
+        pending.pop(client).Cancel()
+        alive.discard(client)
+        if isinstance(self.rule, Gem):
+            self.rule.forget(client)
+
+    def _metrics(self, staleness: list[int]) -> dict[str, float]:
+        out = {
+            "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
+            "ps/staleness_max": float(max(staleness, default=0)),
+            "ps/updates": float(self.version),
+        }
+        if isinstance(self.rule, Gem):
+            out["ps/gem_scale"] = self.rule.last_scale
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": self.name,
+            "rank": self.rank,
+            "role": self.role.role,
+            "world_size": self.world.size,
+            "layout": self.layout.describe(),
+            "clients": self.clients,
+            "world": self.world.describe(),
+        }

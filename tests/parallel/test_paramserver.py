@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+from _mpi import run_driver
+from torch import nn
+
+from scaletrain.parallel.paramserver import FlatState
+from scaletrain.parallel.rules import Downpour, Easgd, Gem
+from scaletrain.train.checkpoint import load_checkpoint
+
+
+def test_downpour_adds_the_update_and_the_worker_continues_from_the_centre():
+    rule, central = Downpour(), torch.tensor([1.0, 2.0])
+    local, pulled, payload = torch.tensor([1.5, 1.0]), torch.tensor([1.0, 2.0]), torch.zeros(2)
+    rule.payload(local, pulled, payload)
+    rule.apply(central, 0, payload)
+    assert central.tolist() == [1.5, 1.0]
+    rule.merge(local, central)
+    assert local.tolist() == central.tolist()
+
+
+def test_easgd_moves_worker_and_centre_towards_each_other_keeping_their_sum():
+    rule = Easgd(alpha=0.25)
+    local, central, payload = torch.tensor([4.0]), torch.tensor([0.0]), torch.zeros(1)
+    rule.payload(local, torch.zeros(1), payload)
+    reply = central.clone()  # easgd replies with the centre before its move
+    rule.apply(central, 0, payload)
+    rule.merge(local, reply)
+    assert central.item() == 1.0 and local.item() == 3.0
+
+
+def test_gem_rescales_updates_to_the_energy_of_a_momentum_proxy():
+    rule = Gem(momentum=0.5, kappa=1.0)
+    central, u = torch.zeros(3), torch.tensor([1.0, -2.0, 0.0])
+    # first update: the proxy is the update itself and the centre has not moved: pi = kappa
+    assert rule.scale(central, 0, u).tolist() == [1.0, 1.0, 0.0]
+    # meanwhile another worker moved the centre by 0.5 in every coordinate
+    central += 0.5
+    pi = rule.scale(central, 0, u)  # proxy 1.5 u; pi = (1.5 |u| - 0.5) / |u|
+    assert torch.allclose(pi[:2], torch.tensor([1.0, 1.25]))
+    assert pi[2] == 0.0  # no update, no energy: clipped at zero
+
+
+def test_gem_never_amplifies_beyond_its_clip():
+    rule = Gem(momentum=0.99, kappa=10.0)
+    central, u = torch.zeros(2), torch.ones(2)
+    for _ in range(20):
+        rule.apply(central, 0, u)
+    assert rule.last_scale == 5.0
+
+
+def test_flat_state_makes_parameters_and_buffers_views_of_one_vector():
+    models = {"b": nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), "a": nn.Linear(2, 1)}
+    state = FlatState(models)
+    n_params = sum(p.numel() for m in models.values() for p in m.parameters())
+    assert state.n_params == n_params
+    assert state.flat.numel() == n_params + 2 + 2  # running mean and variance
+    state.flat.zero_()
+    assert all(float(p.detach().abs().sum()) == 0 for m in models.values() for p in m.parameters())
+    assert float(models["b"][1].running_var.sum()) == 0  # buffers are views too
+    state.flat[0] = 7.0  # model "a" comes first (sorted names)
+    assert models["a"].weight.flatten()[0].item() == 7.0
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
+    tiny_gan_config, class_overrides, tmp_path
+):
+    gan = tiny_gan_config(
+        f"run.dir={tmp_path / 'gan'}", "train.epochs=1", "run.device=cpu", "data.max_showers=96"
+    )
+    hang = class_overrides(
+        "hang", "parallel.mode=downpour", "parallel.timeout_s=3",
+        "parallel.on_worker_loss=abort", "train.epochs=1",
+    )  # fmt: skip
+    runs = [
+        {"name": "gan", "config": gan.to_dict(), "overrides": ["parallel.mode=downpour"]},
+        {"name": "hang", "overrides": hang, "hang": {"rank": 2, "step": 5}},
+    ]
+    results, _, proc = run_driver(3, runs, tmp_path / "job", timeout=180)
+    # both GAN models travel in one buffer; the master validates and checkpoints them
+    metrics = results["gan"]["metrics"]
+    assert "val/loss" in metrics and metrics["ps/updates"] > 0, proc.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "gan" / "best.pt")
+    assert set(state["models"]) == {"generator", "discriminator"}
+    rows = [json.loads(x) for x in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert any("ps/staleness_mean" in r for r in rows)
+    # the master does not hang: it names the rank that went silent, and the job stops
+    assert "no message from rank 2" in results["hang"]["error"]
+    assert proc.returncode != 0
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides, tmp_path):
+    overrides = class_overrides(
+        "sub", "parallel.mode=downpour", "parallel.masters=2", "parallel.sync_every=2",
+        "train.epochs=4",
+    )  # fmt: skip
+    results, _, proc = run_driver(5, [{"name": "sub", "overrides": overrides}], tmp_path / "job")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results["sub"]["best"]["value"] > 0.85
+    assert results["sub"]["metrics"]["ps/updates"] > 0

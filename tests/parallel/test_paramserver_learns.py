@@ -1,0 +1,42 @@
+"""Every parameter-server mode learns as well as one process (1 master + 2 workers, CPU)."""
+
+import pytest
+from _mpi import run_driver
+
+from scaletrain.config import load_config
+from scaletrain.train.trainer import train
+
+EPOCHS = 10
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(240)
+def test_every_mode_reaches_single_process_accuracy_within_two_points(class_overrides, tmp_path):
+    single = train(load_config(None, class_overrides("single", f"train.epochs={EPOCHS}")))
+    common = [f"train.epochs={EPOCHS}", "parallel.timeout_s=60"]
+    runs = [
+        {"name": mode, "overrides": class_overrides(mode, f"parallel.mode={mode}", *common)}
+        for mode in ("downpour", "easgd")
+    ]
+    # GEM is the momentum: its workers step plain SGD, their updates rescaled to the energy
+    # of a momentum-SGD proxy (kappa 2: the authors' recommended amplification)
+    runs.append(
+        {
+            "name": "gem",
+            "overrides": class_overrides(
+                "gem", "parallel.mode=gem", "optim.momentum=0", "parallel.gem_kappa=2", *common
+            ),
+        }
+    )
+    results, _, proc = run_driver(3, runs, tmp_path, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = single.best["value"]
+    assert reference > 0.85  # the problem is learnable (best possible: about 0.91)
+    accuracy = {mode: r["best"]["value"] for mode, r in results.items()}
+    print(f"best val/accuracy: single {reference:.4f}, " + ", ".join(
+        f"{m} {a:.4f}" for m, a in accuracy.items()
+    ))  # fmt: skip
+    for mode, value in accuracy.items():
+        assert value >= reference - 0.02, (mode, value, reference)
+        # the master logged staleness of the updates it applied
+        assert results[mode]["metrics"]["ps/staleness_max"] >= 0
