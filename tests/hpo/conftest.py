@@ -46,7 +46,7 @@ def search_config(xor_dir, tmp_path):
             "search": {
                 "params": {
                     "optim.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
-                    "model.args.hidden": {"type": "categorical", "choices": [[8], [32]]},
+                    "optim.name": {"type": "categorical", "choices": ["sgd", "adam"]},
                 },
                 "objective": "val/loss",
                 "trials": 3,

@@ -13,7 +13,7 @@ from scaletrain.errors import ScaletrainError
 from ._app import app, debug_enabled
 
 # command modules attach their commands to the apps on import
-from . import bench, data, info, run, validate  # noqa: F401  isort: skip
+from . import bench, data, info, optimize, run, validate  # noqa: F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> int:
