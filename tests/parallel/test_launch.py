@@ -1,0 +1,93 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _mpi import clean_env, mpirun
+
+from scaletrain.config import load_config, save_config
+from scaletrain.parallel.launch import find_mpiexec, relaunch_command, without_np
+from scaletrain.parallel.world import World, launched_by_mpi
+
+
+def test_np_is_removed_from_the_relaunched_command():
+    assert without_np(["train", "c.yaml", "--np", "4", "--mode", "gem"]) == [
+        "train", "c.yaml", "--mode", "gem",
+    ]  # fmt: skip
+    assert without_np(["train", "--np=2", "c.yaml"]) == ["train", "c.yaml"]
+    command = relaunch_command(3, ["train", "c.yaml", "--np", "3"])
+    assert command[1:3] == ["-n", "3"] and command[3:6] == [sys.executable, "-m", "scaletrain"]
+    assert "--np" not in command
+
+
+def test_mpiexec_next_to_the_interpreter_is_preferred():
+    assert Path(find_mpiexec()).parent == Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, False),
+        ({"PMI_SIZE": "1"}, False),
+        ({"PMI_SIZE": "4", "PMI_RANK": "2"}, True),  # mpiexec (MPICH / Hydra)
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, True),  # Open MPI's mpirun
+        ({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "3"}, True),  # srun
+        ({"PMIX_RANK": "0"}, True),
+    ],
+)
+def test_launchers_are_recognised_from_their_variables(env, expected):
+    assert launched_by_mpi(env) is expected
+
+
+def test_one_process_needs_no_mpi():
+    world = World.detect({})
+    assert (world.rank, world.size, world.comm) == (0, 1, None)
+
+
+def _scaletrain(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "scaletrain", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
+
+
+def _config(class_overrides, tmp_path: Path, name: str, *extra: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    save_config(load_config(None, class_overrides(name, "train.epochs=2", *extra)), path)
+    return path
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_np_relaunches_under_mpiexec_and_returns_its_exit_code(class_overrides, tmp_path):
+    config = _config(class_overrides, tmp_path, "np")
+    done = _scaletrain(["train", str(config), "--mode", "allreduce", "--np", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 2 epochs") == 1  # one summary, from rank 0
+    provenance = json.loads((tmp_path / "np" / "provenance.json").read_text())
+    assert "allreduce" in json.dumps(provenance)
+    # a failure on the ranks comes back as the exit code, with the error named once per rank
+    bad = _scaletrain(
+        ["train", str(config), "--mode", "allreduce", "--np", "2", "--set", "data.path=/none"]
+    )
+    assert bad.returncode != 0
+    assert "error: rank" in bad.stderr and "/none" in bad.stderr
+
+
+def test_a_layout_that_cannot_fill_np_fails_before_launching(class_overrides, tmp_path):
+    config = _config(class_overrides, tmp_path, "bad")
+    done = _scaletrain(["train", str(config), "--mode", "downpour", "--masters", "2", "--np", "4"])
+    assert done.returncode == 2
+    assert "needs 5 processes but the MPI world has 4" in done.stderr
+    assert "sub-master" in done.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_started_by_mpiexec_directly_the_master_writes_the_run(class_overrides, tmp_path):
+    config = _config(class_overrides, tmp_path, "direct", "parallel.easgd_tau=4")
+    args = ["-m", "scaletrain", "train", str(config), "--mode", "easgd"]
+    done = mpirun(3, args, timeout=100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "direct" / "best.pt").exists()
+    rows = (tmp_path / "direct" / "metrics.jsonl").read_text().splitlines()
+    assert any("ps/staleness_max" in row for row in rows)
