@@ -62,7 +62,13 @@ def main() -> None:
         trainer = Trainer(cfg, strategy=strategy)
         try:
             result = trainer.serve() if strategy.serves else trainer.fit()
-            record = {"best": result.best, "metrics": result.metrics, "steps": result.steps}
+            record = {
+                "best": result.best,
+                "metrics": result.metrics,
+                "steps": result.steps,
+                "seconds": result.seconds,
+                "samples_per_s": result.samples_per_s,
+            }
         except ScaletrainError as exc:
             record = {"error": str(exc)}
             if world.rank == 0:

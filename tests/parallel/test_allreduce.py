@@ -51,7 +51,11 @@ def test_gan_trains_under_allreduce_and_runs_are_reproducible(
     # the GAN pitfall: the discriminator runs forward twice before one backward, is frozen
     # during the generator steps, and its batch-norm buffers must not change mid-step
     gan = tiny_gan_config(
-        f"run.dir={tmp_path / 'gan'}", "train.epochs=1", "run.device=cpu", "data.max_showers=96"
+        f"run.dir={tmp_path / 'gan'}",
+        "train.epochs=1",
+        "run.device=cpu",
+        "data.max_showers=64",
+        "train.batch_size=8",
     )
     allreduce = ["parallel.mode=allreduce", "parallel.lr_scaling=linear", "train.epochs=2"]
     runs = [

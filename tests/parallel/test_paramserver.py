@@ -69,7 +69,11 @@ def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
     tiny_gan_config, class_overrides, tmp_path
 ):
     gan = tiny_gan_config(
-        f"run.dir={tmp_path / 'gan'}", "train.epochs=1", "run.device=cpu", "data.max_showers=96"
+        f"run.dir={tmp_path / 'gan'}",
+        "train.epochs=1",
+        "run.device=cpu",
+        "data.max_showers=64",
+        "train.batch_size=8",
     )
     hang = class_overrides(
         "hang", "parallel.mode=downpour", "parallel.timeout_s=3",
