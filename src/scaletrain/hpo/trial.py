@@ -89,18 +89,16 @@ def run_fold(
     task: TrialTask,
     fold: int,
     *,
-    strategy: Any = None,
+    make_strategy: Callable[[Config], Any] | None = None,
     report: Reporter | None = None,
     interruptible: bool = True,
 ) -> FoldResult:
     """Train fold `fold` of the trial; errors become a failed FoldResult, never an exception.
 
+    `make_strategy(cfg)`: the distribution strategy of this process (default: none);
     `interruptible`: whether this process may stop training on its own (timeout, pruning);
     False where other processes train the same model and would wait for this one.
     """
-    from scaletrain.data.dataset import ShowerData
-    from scaletrain.train.trainer import Trainer
-
     t0 = time.perf_counter()
     deadline = t0 + task.trial_timeout if task.trial_timeout else math.inf
 
@@ -112,6 +110,9 @@ def run_fold(
             raise TrialPruned(f"trial {task.number} pruned after {epochs} epochs")
 
     try:
+        from scaletrain.data.dataset import ShowerData
+        from scaletrain.train.trainer import Trainer
+
         cfg = trial_config(task, fold)
         data = ShowerData.open(
             cfg.data.path,
@@ -123,7 +124,7 @@ def run_fold(
         )
         trainer = Trainer(
             cfg,
-            strategy=strategy,
+            strategy=make_strategy(cfg) if make_strategy is not None else None,
             overwrite=True,
             data=data,
             epoch_callback=on_epoch if interruptible else None,
