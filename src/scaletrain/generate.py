@@ -122,8 +122,13 @@ def generate_file(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    fast: bool | None = None,
 ) -> GenerateResult:
-    """Write `n` generated showers to `out` in the 3DGAN HDF5 layout."""
+    """Write `n` generated showers to `out` in the 3DGAN HDF5 layout.
+
+    fast: the bf16 compiled fast path of `scaletrain.fastpath` with an asynchronous writer;
+    None means on CUDA only.
+    """
     from scaletrain.data.io import ShowerWriter
 
     out = Path(out)
@@ -141,27 +146,53 @@ def generate_file(
         out, n, metadata={"generator": str(checkpoint), "seed": seed, "energies": energies}
     )
     t0 = time.perf_counter()
+    if fast is None:
+        from scaletrain.models.fast_generator import supports
+
+        fast = task.device.type == "cuda" and supports(task.generator)
     try:
         from scaletrain.data._progress import progress_bar
 
         with progress_bar(n, "generating", enabled=progress) as advance:
-            for start in range(0, n, batch_size):
-                e = torch.from_numpy(energy[start : start + batch_size])
-                images = task.generate(e, rng).cpu().numpy()
-                m = len(e)
-                writer.write(
-                    start,
-                    {
-                        "ECAL": images,
-                        "energy": e.numpy(),
-                        "theta": np.full(m, np.pi / 2, np.float32),
-                        "pdg": np.full(m, 11, np.int32),
-                    },
-                )
-                advance(m)
+            if fast:
+                _generate_fast(task, writer, energy, rng, batch_size, advance)
+            else:
+                for start in range(0, n, batch_size):
+                    e = torch.from_numpy(energy[start : start + batch_size])
+                    images = task.generate(e, rng).cpu().numpy()
+                    writer.write(start, _block(images, e.numpy()))
+                    advance(len(e))
     except BaseException:
         writer.abort()
         raise
     writer.close()
     seconds = time.perf_counter() - t0
     return GenerateResult(out, n, seconds, n / max(seconds, 1e-9), str(task.device))
+
+
+def _block(images: np.ndarray, energies: np.ndarray) -> dict[str, np.ndarray]:
+    m = len(energies)
+    return {
+        "ECAL": images,
+        "energy": energies,
+        "theta": np.full(m, np.pi / 2, np.float32),
+        "pdg": np.full(m, 11, np.int32),
+    }
+
+
+def _generate_fast(task: GanTask, writer, energy: np.ndarray, rng, batch_size: int, advance):
+    """The fast path: same latent draws as task.generate, bf16 graph, writer thread."""
+    from scaletrain.fastpath import FastGenerate, stream_to_writer
+
+    fast = FastGenerate(task.generator, batch_size, compile=task.device.type == "cuda")
+    scale = task.cfg.image_scale
+
+    def generate(start: int, m: int):
+        e = torch.from_numpy(energy[start : start + m])
+        images = fast(task.sample_latent(e.to(task.device), rng))
+        return (images / scale if scale != 1.0 else images), e.numpy()
+
+    def write(start: int, images: np.ndarray, energies: np.ndarray) -> None:
+        writer.write(start, _block(images, energies))
+
+    stream_to_writer(generate, write, len(energy), batch_size, advance)

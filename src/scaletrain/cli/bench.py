@@ -44,3 +44,134 @@ def bench_sim(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def _sizes(spec: str) -> tuple[int, ...]:
+    from scaletrain.errors import ConfigError
+
+    try:
+        sizes = tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) <= 0:
+        raise ConfigError(f"--batch-size {spec!r}: use positive integers, e.g. 8192 or 4096,16384")
+    return sizes
+
+
+def _write_json(path: Path | None, payload: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _table(title: str, rows: list, columns: dict[str, str]) -> Table:
+    table = Table(title=title)
+    for header in columns:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*(fmt.format(getattr(row, key)) for key, fmt in (
+            (k.split(":")[0], "{:" + (k.split(":")[1] if ":" in k else "") + "}")
+            for k in columns.values()
+        )))  # fmt: skip
+    return table
+
+
+@bench_app.command("gen")
+def bench_gen(
+    batch_size: str = typer.Option("8192", help="Fast-path batch sizes, comma separated."),
+    baseline_batch_size: int = typer.Option(None, help="Baseline batch (default: the first)."),
+    iters: int = typer.Option(20, help="Timed batches per path."),
+    warmup: int = typer.Option(3, help="Untimed batches first (compilation, autotuning)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", help="Fast-path precision: bf16, fp16 or fp32."),
+    compile: bool = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile (default: on CUDA).", show_default=False
+    ),
+    cuda_graph: bool = typer.Option(
+        True, "--cuda-graph/--no-cuda-graph", help="Replay a CUDA graph."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, help="Trained GAN checkpoint (default: random weights)."
+    ),
+    physics: int = typer.Option(0, help="Showers for the calo.compare physics check (0: skip)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+) -> None:
+    """Generation showers/s: fast path (bf16, compiled, graphed) vs the eager fp32 baseline."""
+    from scaletrain.bench.gen_speed import bench_generation
+
+    if precision not in ("bf16", "fp16", "fp32"):
+        from scaletrain.errors import ConfigError
+
+        raise ConfigError(f"--precision {precision!r}: use bf16, fp16 or fp32")
+    generator = None
+    if checkpoint is not None:
+        from scaletrain.generate import load_generator_task
+
+        generator = load_generator_task(checkpoint, "cpu").generator
+    result = bench_generation(
+        _sizes(batch_size), baseline_batch_size=baseline_batch_size, iters=iters,
+        warmup=warmup, device=device, precision=precision, compile=compile,
+        cuda_graph=cuda_graph, generator=generator, physics_n=physics,
+    )  # fmt: skip
+    name = result.device.get("name", result.device["device"])
+    Console().print(_table(f"generation on {name}", result.rows, {
+        "path": "path", "precision": "precision", "batch": "batch_size",
+        "showers/s": "showers_per_s:,.0f", "ms/batch": "ms_per_batch:.2f",
+        "peak GiB": "peak_memory_gib:.2f", "TFLOP/s model": "model_tflops:.1f",
+        "TFLOP/s executed": "executed_tflops:.1f", "speed-up": "speedup:.2f",
+    }))  # fmt: skip
+    Console().print(
+        f"fast vs eager on the same latents: relative L2 error {result.check['rel_l2_error']:.2e}"
+    )
+    _write_json(json_out, result.to_dict())
+
+
+@bench_app.command("train")
+def bench_train(
+    batch_size: str = typer.Option("1024", help="Fast-path batch sizes, comma separated."),
+    baseline_batch_size: int = typer.Option(128, help="Batch of the eager fp32 baseline."),
+    iters: int = typer.Option(10, help="Timed steps per path."),
+    warmup: int = typer.Option(3, help="Untimed steps first (compilation, autotuning)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("bf16", help="Fast-path precision: bf16, fp16 or fp32."),
+    compile: bool = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile (default: on CUDA).", show_default=False
+    ),
+    n_data: int = typer.Option(None, help="Showers held on the device (default: 4 batches)."),
+    loss_check: int = typer.Option(
+        0, help="Steps of the baseline-vs-fast loss comparison (0: skip)."
+    ),
+    loss_check_batch: int = typer.Option(128, help="Batch of the loss comparison."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+) -> None:
+    """Training samples/s: fast step (GPU data, bf16, compiled) vs the eager fp32 loop."""
+    from scaletrain.bench.train_speed import bench_training
+
+    if precision not in ("bf16", "fp16", "fp32"):
+        from scaletrain.errors import ConfigError
+
+        raise ConfigError(f"--precision {precision!r}: use bf16, fp16 or fp32")
+
+    def on_row(rows: list) -> None:
+        Console().print(f"{rows[-1]}")
+        _write_json(json_out, {"partial": True, "rows": [vars(r) for r in rows]})
+
+    result = bench_training(
+        _sizes(batch_size), baseline_batch_size=baseline_batch_size, iters=iters,
+        warmup=warmup, device=device, precision=precision, compile=compile, n_data=n_data,
+        loss_check_steps=loss_check, loss_check_batch=loss_check_batch, on_row=on_row,
+    )  # fmt: skip
+    name = result.device.get("name", result.device["device"])
+    Console().print(_table(f"training on {name}", result.rows, {
+        "path": "path", "precision": "precision", "batch": "batch_size",
+        "samples/s": "samples_per_s:,.0f", "ms/step": "ms_per_step:.1f",
+        "peak GiB": "peak_memory_gib:.2f", "TFLOP/s model": "model_tflops:.1f",
+        "speed-up": "speedup:.2f",
+    }))  # fmt: skip
+    if result.loss_check:
+        for loss, v in result.loss_check["losses"].items():
+            Console().print(
+                f"{loss}: eager {v['eager_last_half_mean']:.4g}, "
+                f"fast {v['fast_last_half_mean']:.4g} (step-to-step std {v['step_std']:.3g})"
+            )
+    _write_json(json_out, result.to_dict())
