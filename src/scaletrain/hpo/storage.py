@@ -2,11 +2,14 @@
 
 Several `scaletrain optimize` processes (or jobs) share one study by naming the same
 storage URL and study name, e.g. a PostgreSQL server:
-`--storage postgresql://user:password@host:5432/dbname` (needs `pip install psycopg2-binary`).
+`--storage postgresql+psycopg2://user:password@host:5432/dbname` (with the psycopg2-binary
+package of the dev extra; a plain postgresql:// URL needs psycopg 3).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 import optuna
@@ -38,7 +41,7 @@ def open_study(
 ) -> optuna.Study:
     """Create or load the study. A study in the run directory is continued only with
     --resume; a shared storage (`shared`) is joined as it is."""
-    storage = _storage(url)
+    storage = _open_storage(url)
     exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if exists and overwrite:
         optuna.delete_study(study_name=name, storage=storage)
@@ -87,14 +90,36 @@ def counted(study: optuna.Study) -> int:
     )
 
 
-def _storage(url: str) -> optuna.storages.BaseStorage:
+def _storage(url: str, attempts: int = 6) -> optuna.storages.BaseStorage:
+    kwargs = {}
+    if url.startswith("sqlite:"):
+        # several processes may write: wait for the lock instead of failing at once
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except ImportError:
+            raise
+        except Exception:
+            # processes that start together on an empty database race to create its tables:
+            # the losers fail once, then find the tables made
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
-        if url.startswith("sqlite:"):
-            # several processes may write: wait for the lock instead of failing at once
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(url)
-    except ImportError as exc:
-        raise ConfigError(f"storage {_safe(url)} needs a database driver: {exc}") from None
+        return _storage(url)
+    except ImportError:
+        hint = ""
+        if url.startswith("postgresql:"):
+            hint = (
+                " (SQLAlchemy 2.1 reads postgresql:// with psycopg 3: pip install 'psycopg[binary]'"
+                ", or use postgresql+psycopg2:// with pip install psycopg2-binary)"
+            )
+        raise ConfigError(f"storage {_safe(url)} needs a database driver{hint}") from None
     except Exception as exc:  # sqlalchemy's errors: unreachable server, bad URL, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open study storage {_safe(url)}: {first}") from None
@@ -106,4 +131,6 @@ def _safe(url: str) -> str:
     if not sep or "://" not in head:
         return url
     scheme, _, user = head.partition("://")
+    if ":" not in user:
+        return url
     return f"{scheme}://{user.split(':')[0]}:***@{tail}"

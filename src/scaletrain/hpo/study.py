@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +105,10 @@ def run_study(
     if requeued:
         console.console.print(f"resumed: re-enqueued interrupted trials {requeued}")
     prune = search.pruner != "none"
+    process = f"{socket.gethostname()}:{os.getpid()}"
 
     def make_task(trial: optuna.Trial) -> TrialTask:
+        trial.set_user_attr("process", process)  # who ran it, when several share a study
         return TrialTask(
             trial.number, dict(trial.params), raw, str(run_dir), search.folds,
             search.objective, search.trial_timeout, prune,
