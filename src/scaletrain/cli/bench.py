@@ -175,3 +175,40 @@ def bench_train(
                 f"fast {v['fast_last_half_mean']:.4g} (step-to-step std {v['step_std']:.3g})"
             )
     _write_json(json_out, result.to_dict())
+
+
+@bench_app.command("hpo")
+def bench_hpo(
+    samplers: str = typer.Option(
+        "evolution,random", "--samplers", help="Comma separated: evolution, random, tpe, gp..."
+    ),
+    function: str = typer.Option("rosenbrock", "--function", help="rosenbrock or sphere."),
+    dim: int = typer.Option(4, "--dim", min=2, help="Dimensions of the function."),
+    budget: int = typer.Option(300, "--budget", min=1, help="Evaluations per run."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Runs per sampler (seeds 0..N-1)."),
+    target: float = typer.Option(None, "--target", help="Value to reach (default per function)."),
+    population: int = typer.Option(16, "--population", min=2, help="Evolution: population."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
+) -> None:
+    """Samplers on an analytic function: evaluations to reach a target, averaged over seeds."""
+    from scaletrain.errors import ConfigError
+    from scaletrain.hpo.bench import FUNCTIONS, bench_samplers
+    from scaletrain.hpo.samplers import SAMPLERS
+
+    names = tuple(s.strip() for s in samplers.split(",") if s.strip())
+    unknown = [s for s in names if s not in SAMPLERS]
+    if unknown or not names:
+        raise ConfigError(f"--samplers {samplers!r}: choose from {', '.join(SAMPLERS)}")
+    if function not in FUNCTIONS:
+        raise ConfigError(f"--function {function!r}: choose from {', '.join(FUNCTIONS)}")
+    result = bench_samplers(
+        names, function=function, dim=dim, budget=budget, seeds=seeds, target=target,
+        population=population,
+    )  # fmt: skip
+    title = f"{function} in {dim}-D, target {result.target:g}, budget {budget}, {seeds} seeds"
+    Console().print(_table(title, result.rows, {
+        "sampler": "sampler", "reached": "reached", "evaluations to target": "evals_to_target:.1f",
+        "median best": "best_median:.4g", "seconds": "seconds:.1f",
+    }))  # fmt: skip
+    Console().print("(a run that never reaches the target counts the whole budget)")
+    _write_json(json_out, result.to_dict())
