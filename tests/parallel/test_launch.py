@@ -7,6 +7,7 @@ import pytest
 from _mpi import clean_env, mpirun
 
 from scaletrain.config import load_config, save_config
+from scaletrain.errors import ConfigError
 from scaletrain.parallel.launch import find_mpiexec, relaunch_command, without_np
 from scaletrain.parallel.world import World, launched_by_mpi
 
@@ -38,6 +39,12 @@ def test_mpiexec_next_to_the_interpreter_is_preferred():
 )
 def test_launchers_are_recognised_from_their_variables(env, expected):
     assert launched_by_mpi(env) is expected
+
+
+def test_a_launcher_of_another_mpi_library_is_named_not_ignored():
+    # the launcher claims 4 processes, but this process's MPI sees itself alone
+    with pytest.raises(ConfigError, match="launcher started 4 processes but MPI sees only"):
+        World.detect({"PMI_SIZE": "4", "PMI_RANK": "1"})
 
 
 def test_one_process_needs_no_mpi():

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from scaletrain.errors import ConfigError
 from scaletrain.parallel.layout import NO_COLOR
 
 # set by the launchers we support: MPICH/Hydra and Intel MPI, Open MPI, PMIx (srun --mpi=pmix),
@@ -31,11 +32,17 @@ _LAUNCHER_SIZE_VARS = (
 )
 
 
+def launched_size(environ: Mapping[str, str] | None = None) -> int:
+    """How many processes the launcher says it started (1 when none did or it does not say)."""
+    env = os.environ if environ is None else environ
+    sizes = [env.get(name, "") for name in _LAUNCHER_SIZE_VARS]
+    return max([int(v) for v in sizes if v.isdigit()] + [1])
+
+
 def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
     """Whether a launcher started this process as part of a job of several."""
     env = os.environ if environ is None else environ
-    sizes = [env.get(name, "") for name in _LAUNCHER_SIZE_VARS]
-    return any(v.isdigit() and int(v) > 1 for v in sizes) or "PMIX_RANK" in env
+    return launched_size(env) > 1 or "PMIX_RANK" in env
 
 
 @dataclass
@@ -56,6 +63,13 @@ class World:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
+        expected = launched_size(environ)
+        if comm.size == 1 and expected > 1:
+            raise ConfigError(
+                f"the launcher started {expected} processes but MPI sees only this one: the "
+                f"launcher does not belong to the MPI library mpi4py uses "
+                f"({MPI.Get_library_version().splitlines()[0].strip()}); use its mpiexec"
+            )
         # node-local rank picks the GPU: one process per GPU
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
         world = cls(comm.rank, comm.size, comm, local.rank, local.size)
