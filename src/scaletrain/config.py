@@ -39,6 +39,10 @@ class DataConfig:
     path: str = "data/showers"
     val_fraction: float = field(default=0.1, metadata=_range(0.0, 0.9))
     max_showers: int | None = field(default=None, metadata=_range(1))
+    # your own data instead of showers: "package.module:make_data", called with `args`,
+    # returning a mapping of arrays, an (x, y) pair or a torch Dataset (docs/your-model.md)
+    source: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +57,11 @@ class GanConfig:
     # BCE (real/fake), MAPE (primary energy), MAPE (deposited energy): the published weights
     loss_weights: list[float] = field(default_factory=lambda: [6.0, 0.2, 0.1])
     generator_steps: int = field(default=2, metadata=_range(1))
+    discriminator_steps: int = field(default=1, metadata=_range(1))
+    # your own GAN losses instead of the 3DGAN's: "package.module:fn", fn(models, batch)
+    # returning a loss tensor or a dict with "loss" and other scalars (docs/your-model.md)
+    discriminator_loss: str | None = None
+    generator_loss: str | None = None
     label_flip: float = field(default=0.05, metadata=_range(0.0, 0.5))
     image_scale: float = field(default=1.0, metadata=_range(0.0))
     energy_scale: float = field(default=0.01, metadata=_range(0.0))  # Ep/100 conditions the GAN
@@ -69,6 +78,10 @@ class SupervisedConfig:
     # regression loss for target: energy
     regression_loss: Literal["mse", "mape"] = "mape"
     image_scale: float = field(default=1.0, metadata=_range(0.0))
+    # your own loss instead of the target's: "package.module:fn", fn(outputs, batch) returning
+    # a scalar tensor (or a dict with "loss"); metrics: more such functions, logged by name
+    loss: str | None = None
+    metrics: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -110,18 +110,12 @@ def run_fold(
             raise TrialPruned(f"trial {task.number} pruned after {epochs} epochs")
 
     try:
-        from scaletrain.data.dataset import ShowerData
+        from scaletrain.data.arrays import open_data
         from scaletrain.train.trainer import Trainer
 
         cfg = trial_config(task, fold)
-        data = ShowerData.open(
-            cfg.data.path,
-            val_fraction=cfg.data.val_fraction,
-            n_folds=task.folds if task.folds > 1 else 0,
-            fold=fold,
-            seed=cfg.run.seed,
-            max_showers=cfg.data.max_showers,
-        )
+        # data.source (the user's arrays) or data.path's showers, split into the K folds
+        data = open_data(cfg, n_folds=task.folds if task.folds > 1 else 0, fold=fold)
         trainer = Trainer(
             cfg,
             strategy=make_strategy(cfg) if make_strategy is not None else None,

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from scaletrain.errors import ConfigError
+from scaletrain.models import keras_adapter
 from scaletrain.models.calo_cnn import build_calo_cnn
 from scaletrain.models.small import build_mlp, build_tiny_3dgan
 from scaletrain.models.threedgan import build_3dgan
@@ -37,6 +38,7 @@ def resolve_builder(name: str) -> Builder:
             f"unknown model {name!r}; built-in: {', '.join(MODELS)}, or package.module:builder"
         )
     module_name, _, attr = name.partition(":")
+    keras_adapter.prefer_torch_backend()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -52,7 +54,9 @@ def build_models(name: str, args: dict[str, Any] | None = None) -> dict[str, nn.
     builder = resolve_builder(name)
     args = dict(args or {})
     _check_arguments(name, builder, args)
-    built = builder(**args)
+    keras_adapter.seed_keras()
+    # Keras 3 models (torch backend) become torch modules with Keras' training flag
+    built = keras_adapter.adapt(name, builder(**args))
     if isinstance(built, nn.Module):
         built = {"model": built}
     if (

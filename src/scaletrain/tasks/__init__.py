@@ -21,5 +21,9 @@ def build_task(
     device: torch.device,
     autocast: AbstractContextManager | None = None,
 ) -> Task:
+    if cfg.task == "gan" and (cfg.gan.discriminator_loss or cfg.gan.generator_loss):
+        from scaletrain.tasks.user import UserGanTask
+
+        return UserGanTask(cfg.gan, cfg.optim, models, device, autocast, seed=cfg.run.seed)
     section = cfg.gan if cfg.task == "gan" else cfg.supervised
     return TASKS[cfg.task](section, cfg.optim, models, device, autocast, seed=cfg.run.seed)

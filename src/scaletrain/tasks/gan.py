@@ -116,8 +116,9 @@ class GanTask:
 
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
         real, energy = self._real(batch)
-        d = self._discriminator_loss(real, energy)
-        update("discriminator", d["d_loss"])
+        for _ in range(self.cfg.discriminator_steps):
+            d = self._discriminator_loss(real, energy)
+            update("discriminator", d["d_loss"])
         # the discriminator is fixed during the generator steps: no gradients for it
         self.discriminator.requires_grad_(False)
         try:

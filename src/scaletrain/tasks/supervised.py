@@ -12,6 +12,7 @@ from torch import nn
 from scaletrain.config import OptimConfig, SupervisedConfig
 from scaletrain.errors import ConfigError, DataError
 from scaletrain.tasks.base import Batch, Update, make_optimizer, mape
+from scaletrain.tasks.user import call_user, user_function
 
 
 class SupervisedTask:
@@ -35,6 +36,11 @@ class SupervisedTask:
         self.optimizers = {self.name: make_optimizer(optim, self.model.parameters())}
         self.autocast = autocast
         self.class_of_pdg = {pdg: i for i, pdg in enumerate(cfg.classes)}
+        # the user's functions (outputs, batch) -> scalar or dict: the loss, extra metrics
+        self.user_loss = user_function(cfg.loss, "supervised.loss") if cfg.loss else None
+        self.user_metrics = [
+            user_function(spec, f"supervised.metrics[{i}]") for i, spec in enumerate(cfg.metrics)
+        ]
 
     def _ctx(self) -> AbstractContextManager:
         return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
@@ -60,6 +66,17 @@ class SupervisedTask:
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         with self._ctx():
             out = self.model(self._inputs(batch))
+        if self.user_loss is not None or self.user_metrics:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.user_loss is None:
+            losses = self._target_losses(out, batch)
+        else:
+            losses = call_user(self.user_loss, out, batch)
+        for fn in self.user_metrics:
+            losses.update(call_user(fn, out, batch, metric=True))
+        return losses
+
+    def _target_losses(self, out: Any, batch: Batch) -> dict[str, torch.Tensor]:
         target = self._targets(batch)
         if self.cfg.target == "energy":
             pred = (out["energy"] if isinstance(out, dict) else out.squeeze(-1)).float()

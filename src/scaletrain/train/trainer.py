@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from scaletrain.config import Config, save_config
+from scaletrain.data.arrays import open_data
 from scaletrain.data.dataset import ShowerData, ShowerSplit
 from scaletrain.errors import TrainingError
 from scaletrain.models.registry import build_models
@@ -58,12 +59,7 @@ class Trainer:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.device = self.strategy.device(cfg.run.device)
-        self.data = data or ShowerData.open(
-            cfg.data.path,
-            val_fraction=cfg.data.val_fraction,
-            seed=cfg.run.seed,
-            max_showers=cfg.data.max_showers,
-        )
+        self.data = data or open_data(cfg)  # data.source (ArrayData) or data.path's showers
         rank, world = self.strategy.data_rank
         self.train_split: ShowerSplit = self.data.split("train", rank=rank, world_size=world)
         self.val_split: ShowerSplit | None = (
