@@ -8,13 +8,14 @@ differ from what the rest of scaletrain expects:
   them as weights; and `state_dict()` lists every variable twice (model and its functional);
 - `module.train()` / `.eval()` do not reach Keras: Dropout and BatchNormalization follow the
   `training=` argument of the call;
-- weights are drawn from Keras' own seed generator, not from torch's.
+- weights are drawn from Keras' own seed generator, not from torch's, and are named after
+  layers that Keras numbers per process (`dense`, `dense_1`, ...).
 
 `KerasModule` fixes the first two: trainable variables are its parameters (the very
 `torch.nn.Parameter` objects Keras computes with, so optimizer steps and in-place rebinding
 by strategies reach Keras), non-trainable ones its buffers (so all-reduce broadcasts them and
 parameter servers carry them), and `forward` passes `training=self.training`. `seed_keras`
-(called before a builder runs) seeds Keras from the run's seed.
+(called before a builder runs) starts a fresh Keras session seeded from the run's seed.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ def prefer_torch_backend() -> None:
 
 
 def seed_keras() -> None:
-    """Seed Keras' initializers from torch's current seed (the run's seed) when Keras is in use."""
+    """When Keras is in use: a fresh Keras session seeded from torch's seed (the run's seed).
+
+    The fresh session restarts Keras' layer-name counters, so that the weights of a model
+    have the same names (its state-dict keys) in every process and every build.
+    """
     keras = sys.modules.get("keras")
     if keras is not None and _backend(keras) == "torch":
+        keras.utils.clear_session()
         keras.utils.set_random_seed(torch.initial_seed() % 2**31)
 
 
