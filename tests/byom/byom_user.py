@@ -37,7 +37,8 @@ def keras_mlp(dim: int = 8, hidden: int = 16, classes: int = 3, dropout: float =
     layers = [keras.Input((dim,)), keras.layers.Dense(hidden, activation="relu")]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
-    layers += [keras.layers.BatchNormalization(), keras.layers.Dense(classes)]
+    # momentum 0.8: moving statistics usable after the few steps of a test
+    layers += [keras.layers.BatchNormalization(momentum=0.8), keras.layers.Dense(classes)]
     return keras.Sequential(layers)
 
 

@@ -1,6 +1,8 @@
 """Keras 3 models (torch backend) as torch modules: weights, state, training flag, seeds."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -85,3 +87,21 @@ def test_a_keras_model_of_another_backend_is_a_config_error(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
     with pytest.raises(ConfigError, match=r"'tensorflow' backend.*KERAS_BACKEND=torch"):
         adapt("mine", keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+
+
+def test_every_process_builds_the_same_initial_weights(user_env):
+    """Even when the builder imports Keras itself (nothing to seed before it runs)."""
+    script = (
+        "import torch; from scaletrain.models.registry import build_models; "
+        "torch.manual_seed(0); m = build_models('byom_user:keras_mlp')['model']; "
+        "print(sorted((k, float(v.double().sum())) for k, v in m.state_dict().items()))"
+    )
+    env = {k: v for k, v in user_env.items() if k != "KERAS_BACKEND"}  # chosen by scaletrain
+
+    def weights() -> str:
+        command = [sys.executable, "-c", script]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    assert weights() == weights()

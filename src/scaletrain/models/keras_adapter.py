@@ -21,6 +21,7 @@ parameter servers carry them), and `forward` passes `training=self.training`. `s
 from __future__ import annotations
 
 import os
+import random
 import sys
 from typing import Any
 
@@ -37,15 +38,20 @@ def prefer_torch_backend() -> None:
 
 
 def seed_keras() -> None:
-    """When Keras is in use: a fresh Keras session seeded from torch's seed (the run's seed).
+    """Before a builder runs: Keras' weights drawn from torch's seed (the run's seed).
 
-    The fresh session restarts Keras' layer-name counters, so that the weights of a model
-    have the same names (its state-dict keys) in every process and every build.
+    Where Keras is imported already, a fresh session (its layer-name counters restart, so a
+    model's weights have the same names, its state-dict keys, in every process and build)
+    seeded with it. Otherwise Python's `random` is seeded: a Keras first imported by the
+    builder draws its default seed from there.
     """
+    seed = torch.initial_seed() % 2**31
     keras = sys.modules.get("keras")
-    if keras is not None and _backend(keras) == "torch":
+    if keras is None:
+        random.seed(seed)
+    elif _backend(keras) == "torch":
         keras.utils.clear_session()
-        keras.utils.set_random_seed(torch.initial_seed() % 2**31)
+        keras.utils.set_random_seed(seed)
 
 
 def is_keras_model(obj: Any) -> bool:
