@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaletrain.config import GanConfig, OptimConfig
+from scaletrain.models.fast_discriminator import FastDiscriminator
 from scaletrain.models.fast_generator import FastGenerator
 from scaletrain.tasks.base import make_optimizer, mape
 
@@ -40,6 +41,7 @@ class FastGanStep:
         compile: bool = True,
         channels_last: bool = True,
         fast_generator: bool = True,
+        d_convs: str | tuple[str, ...] = "cudnn",
     ) -> None:
         self.cfg = cfg or GanConfig()
         optim = optim or OptimConfig()
@@ -50,6 +52,11 @@ class FastGanStep:
         if channels_last:
             discriminator.to(memory_format=torch.channels_last_3d)
         self.g_forward = FastGenerator(generator) if fast_generator else generator
+        self.d_forward = (
+            discriminator
+            if d_convs == "cudnn"
+            else FastDiscriminator(discriminator, d_convs, channels_last=channels_last)
+        )
         self.opt_g = make_optimizer(optim, generator.parameters())
         self.opt_d = make_optimizer(optim, discriminator.parameters())
         for opt in (self.opt_g, self.opt_d):
@@ -93,8 +100,8 @@ class FastGanStep:
         with self._autocast:
             with torch.no_grad():
                 fake = self.g_forward(self._latent(fake_energy))
-            real_logit, real_ep = self.discriminator(self._image(real))
-            fake_logit, fake_ep = self.discriminator(self._image(fake.detach()))
+            real_logit, real_ep = self.d_forward(self._image(real))
+            fake_logit, fake_ep = self.d_forward(self._image(fake.detach()))
         bce = 0.5 * (
             F.binary_cross_entropy_with_logits(real_logit.float(), self._labels(1.0, n))
             + F.binary_cross_entropy_with_logits(fake_logit.float(), self._labels(0.0, n))
@@ -110,7 +117,7 @@ class FastGanStep:
         energy = self._energies(n)
         with self._autocast:
             fake = self.g_forward(self._latent(energy))
-            logit, ep = self.discriminator(self._image(fake))
+            logit, ep = self.d_forward(self._image(fake))
         bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
         ep_err = mape(ep.float(), energy * self.cfg.energy_scale)
         deposit = self.cfg.sampling_fraction * energy * self.cfg.image_scale
