@@ -48,11 +48,15 @@ class Trainer:
         overwrite: bool = False,
         data: ShowerData | None = None,
         epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+        step_callback: Callable[[int], None] | None = None,
     ) -> None:
         """`epoch_callback(epochs_done, metrics)` runs on the main rank after each epoch's
-        validation and checkpoint; an exception it raises stops training (HPO pruning)."""
+        validation and checkpoint; an exception it raises stops training (HPO pruning).
+        `step_callback(step)` runs on every training rank right after each step and its
+        strategy exchange (`end_step`), before logging: benchmarks time steps with it."""
         self.cfg = cfg
         self.epoch_callback = epoch_callback
+        self.step_callback = step_callback
         self.strategy = strategy or Strategy()
         main = self.strategy.is_main
         self.run_dir = Path(cfg.run.dir)
@@ -134,6 +138,8 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch = i + 1
                     self.strategy.end_step(self.step)
+                    if self.step_callback is not None:
+                        self.step_callback(self.step)
                     samples += cfg.batch_size
                     count += 1
                     for k, v in out.items():
