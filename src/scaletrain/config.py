@@ -68,6 +68,10 @@ class GanConfig:
     gen_energy_range: list[float] = field(default_factory=lambda: [10.0, 500.0])
     # deposited energy expected for a primary energy: sampling_fraction * Ep (GeV)
     sampling_fraction: float = field(default=0.02, metadata=_range(0.0))
+    # the GPU training step of tasks/fast_gan.py: auto = on for the 3DGAN on a GPU
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    # torch.compile the fast step's losses (GPU only; a few minutes of compilation at start)
+    compile: bool = True
 
 
 @dataclass
@@ -277,6 +281,8 @@ def _convert(tp: Any, value: Any, where: str, meta: typing.Mapping[str, Any]) ->
         return _convert(inner, value, where, meta)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and "on" in allowed:
+            value = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
         if value not in allowed:
             raise ConfigError(
                 f"{where} = {value!r} is not allowed; choose one of: "

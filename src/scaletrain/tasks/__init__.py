@@ -24,6 +24,16 @@ def build_task(
     if cfg.task == "gan" and (cfg.gan.discriminator_loss or cfg.gan.generator_loss):
         from scaletrain.tasks.user import UserGanTask
 
+        if cfg.gan.fast_path == "on":
+            from scaletrain.errors import ConfigError
+
+            raise ConfigError("gan.fast_path: on is the 3DGAN's step; your own GAN losses need off")
+
         return UserGanTask(cfg.gan, cfg.optim, models, device, autocast, seed=cfg.run.seed)
+    if cfg.task == "gan":
+        from scaletrain.tasks.fast_gan import FastGanTask, use_fast_path
+
+        if use_fast_path(cfg.gan, models, device):
+            return FastGanTask(cfg.gan, cfg.optim, models, device, autocast, seed=cfg.run.seed)
     section = cfg.gan if cfg.task == "gan" else cfg.supervised
     return TASKS[cfg.task](section, cfg.optim, models, device, autocast, seed=cfg.run.seed)
