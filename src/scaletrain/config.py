@@ -135,6 +135,10 @@ class ParallelConfig:
     gem_kappa: float = field(default=2.0, metadata=_range(0.0))
     timeout_s: float = field(default=60.0, metadata=_range(1.0))
     on_worker_loss: Literal["continue", "abort"] = "continue"
+    # pipeline: each batch runs through the stages as this many micro-batches (fewer when the
+    # batch is smaller); stages are cut by measured FLOPs per layer, or at equal layer counts
+    microbatches: int = field(default=4, metadata=_range(1, 1024))
+    pipeline_split: Literal["flops", "layers"] = "flops"
 
 
 @dataclass

@@ -28,7 +28,9 @@ def train(
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda (overrides run.device)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (overrides train.epochs)."),
     mode: str = typer.Option(
-        None, "--mode", help="none, allreduce, downpour, easgd or gem (overrides parallel.mode)."
+        None,
+        "--mode",
+        help="none, allreduce, downpour, easgd, gem or pipeline (overrides parallel.mode).",
     ),
     np_: int = typer.Option(
         None, "--np", min=1, help="Run on this many processes: re-executes under mpiexec -n NP."
@@ -63,6 +65,13 @@ def train(
         if cfg.parallel.mode == "none":
             raise ConfigError(f"--np {np_} needs a distribution mode: --mode allreduce, ...")
         make_layout(cfg.parallel, np_)  # a layout that cannot fill NP ranks fails here, once
+        if cfg.parallel.mode == "pipeline":  # as must models with fewer layers than stages
+            from scaletrain.models.registry import build_models
+            from scaletrain.parallel.pipeline import check_pipeline
+
+            check_pipeline(
+                build_models(cfg.model.name, cfg.model.args), np_, cfg.parallel.pipeline_split
+            )
         flags = [f"--{k}" for k, v in (("resume", resume), ("overwrite", overwrite)) if v]
         argv = ["train", str(config), *(a for o in overrides for a in ("--set", o)), *flags]
         raise typer.Exit(relaunch(np_, ["--debug", *argv] if debug_enabled() else argv))

@@ -39,6 +39,28 @@ class CaloCNN(nn.Module):
         h = self.trunk(torch.cat([self.features(image), total], dim=1))
         return {"logits": self.classify(h), "energy": self.regress(h).squeeze(1)}
 
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward as a chain of layers (pipeline parallelism cuts it into stages): the
+        log deposit travels next to the image features until they are joined."""
+        from scaletrain.models.chain import Heads, OnFirst
+
+        heads = Heads([self.classify, self.regress], [False, True], ["logits", "energy"])
+        features = [OnFirst(layer) for layer in self.features]
+        return [_WithLogTotal(), *features, _Join(), *self.trunk, heads]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, 1, 25, 25, 25)
+
+
+class _WithLogTotal(nn.Module):
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return image, image.sum(dim=(1, 2, 3, 4)).clamp_min(1e-6).log().unsqueeze(1)
+
+
+class _Join(nn.Module):
+    def forward(self, xs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(xs), dim=1)
+
 
 def build_calo_cnn(
     n_classes: int = 2,

@@ -11,6 +11,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, n_classes: int = 2, hidden: tuple[int, ...] = (64,)):
         super().__init__()
+        self.in_features = in_features
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
@@ -23,6 +24,16 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.body(x)
         return {"logits": self.classify(h), "energy": self.regress(h).squeeze(1)}
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward as a chain of layers (pipeline parallelism cuts it into stages)."""
+        from scaletrain.models.chain import Heads
+
+        heads = Heads([self.classify, self.regress], [False, True], ["logits", "energy"])
+        return [*self.body, heads]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.in_features)
 
 
 def build_mlp(

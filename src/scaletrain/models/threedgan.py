@@ -67,6 +67,15 @@ class Generator(nn.Module):
         x = self.dense(latent).view(-1, self.base_channels, 7, 7, 8)
         return self.body(x)
 
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward as a chain of layers (pipeline parallelism cuts it into stages)."""
+        from scaletrain.models.chain import View
+
+        return [self.dense, View(self.base_channels, 7, 7, 8), *self.body]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, self.latent_size)
+
 
 class Discriminator(nn.Module):
     """Shower image -> (real/fake logit, primary-energy estimate), each of shape (B,).
@@ -107,6 +116,15 @@ class Discriminator(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.features(image)
         return self.real_fake(h).squeeze(1), self.energy(h).squeeze(1)
+
+    def pipeline_layers(self) -> list[nn.Module]:
+        """The forward as a chain of layers (pipeline parallelism cuts it into stages)."""
+        from scaletrain.models.chain import Heads
+
+        return [*self.features, Heads([self.real_fake, self.energy], [True, True])]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return torch.zeros(batch, 1, 25, 25, 25)
 
 
 def build_3dgan(

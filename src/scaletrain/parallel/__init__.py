@@ -27,11 +27,13 @@ def make_strategy(cfg: ParallelConfig, world: World) -> Strategy:
         if world.size > 1:
             raise ConfigError(
                 f"parallel.mode is none but {world.size} processes were started; "
-                f"choose --mode allreduce, downpour, easgd or gem"
+                f"choose --mode allreduce, downpour, easgd, gem or pipeline"
             )
         return Strategy()
     if cfg.mode == "pipeline":
-        raise ConfigError("parallel.mode pipeline is not implemented yet")
+        from scaletrain.parallel.pipeline import PipelineStrategy
+
+        return PipelineStrategy(cfg, world)
     layout = make_layout(cfg, world.size)
     replica = world.split(layout.replica_color(world.rank))
     if cfg.mode == "allreduce":

@@ -21,6 +21,9 @@ class Strategy:
     world_size = 1
     # a parameter server: `train()` runs `serve` on this rank instead of the training loop
     serves = False
+    # each model is split over the processes (pipeline): every rank runs every model call,
+    # validation included, and takes part in gathering the state for a checkpoint
+    model_parallel = False
 
     @property
     def is_main(self) -> bool:
@@ -38,6 +41,36 @@ class Strategy:
                 "cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0
             )
         return torch.device("cpu")
+
+    def place_models(
+        self, models: dict[str, nn.Module], device: torch.device
+    ) -> dict[str, nn.Module]:
+        """The models this process trains, on its device (the task is built from these)."""
+        return {name: model.to(device) for name, model in models.items()}
+
+    def state_dicts(
+        self, models: dict[str, nn.Module], optimizers: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Model and optimizer state dicts as one unsplit process holds them (a checkpoint's).
+        With `model_parallel` every rank calls this and the main rank gets the whole state."""
+        return (
+            {name: model.state_dict() for name, model in models.items()},
+            {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        )
+
+    def load_state_dicts(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, Any],
+        model_states: dict[str, Any],
+        optimizer_states: dict[str, Any],
+    ) -> None:
+        """Load a checkpoint's states (those of one unsplit process) into this process's."""
+        for name, state in model_states.items():
+            models[name].load_state_dict(state)
+        for name, state in optimizer_states.items():
+            if name in optimizers:
+                optimizers[name].load_state_dict(state)
 
     def setup(
         self,

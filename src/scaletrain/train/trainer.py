@@ -71,9 +71,10 @@ class Trainer:
         )
 
         torch.manual_seed(cfg.run.seed)  # same initial weights on every rank
-        models = {
-            k: m.to(self.device) for k, m in build_models(cfg.model.name, cfg.model.args).items()
-        }
+        # the strategy places the models: on this device, or only this rank's pipeline stage
+        models = self.strategy.place_models(
+            build_models(cfg.model.name, cfg.model.args), self.device
+        )
         autocast = None
         if cfg.run.precision == "bf16":
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -229,13 +230,17 @@ class Trainer:
     # ------------------------------------------------------------------ epoch end
 
     def _end_epoch(self, epoch: int) -> dict[str, float]:
-        metrics = self.validate() if self.strategy.is_main else {}
-        if self.strategy.is_main:
-            every = self.cfg.train.fidelity_every
-            if every and (epoch + 1) % every == 0 and self.cfg.task == "gan":
-                metrics["val/fidelity"] = self.fidelity()
+        main = self.strategy.is_main
+        # a model split over the ranks needs all of them for every forward and for the state
+        everyone = self.strategy.model_parallel
+        metrics = self.validate() if main or everyone else {}
+        every = self.cfg.train.fidelity_every
+        if (main or everyone) and every and (epoch + 1) % every == 0 and self.cfg.task == "gan":
+            metrics["val/fidelity"] = self.fidelity()
+        state = self.state() if main or everyone else {}
+        if main:
             self.metrics.log(self.step, epoch + 1, metrics, kind="epoch")
-            self._save(metrics)
+            self._save(metrics, state)
             if self.epoch_callback is not None:
                 self.epoch_callback(epoch + 1, metrics)
         return metrics
@@ -273,6 +278,9 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict[str, Any]:
+        """What a checkpoint holds (with `model_parallel`, every rank calls this and the main
+        rank's holds the gathered models)."""
+        models, optimizers = self.strategy.state_dicts(self.task.models, self.task.optimizers)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -281,16 +289,16 @@ class Trainer:
             "epoch": self.epoch,
             "batch": self.batch_in_epoch,
             "step": self.step,
-            "models": {k: m.state_dict() for k, m in self.task.models.items()},
-            "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
+            "models": models,
+            "optimizers": optimizers,
             "task": self.task.state_dict(),
             "rng": rng,
             "best": dict(self.best),
         }
 
-    def _save(self, metrics: dict[str, float]) -> None:
+    def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
         path = ckpt.save_checkpoint(
-            self.run_dir / ckpt.checkpoint_name(self.step), {**self.state(), "metrics": metrics}
+            self.run_dir / ckpt.checkpoint_name(self.step), {**state, "metrics": metrics}
         )
         key, mode = self.cfg.train.best_metric, self.cfg.train.best_mode
         value = metrics.get(key)
@@ -305,17 +313,20 @@ class Trainer:
         ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
     def _save_mid_epoch(self) -> None:
+        if self.strategy.model_parallel and not self.strategy.is_main:
+            self.state()  # this rank's part of the gathered state
         if self.strategy.is_main:
             ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), self.state())
             ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
     def _load(self, state: dict[str, Any]) -> None:
         names = list(self.task.models)
-        for name, sd in ckpt.model_states(state, names, self.run_dir).items():
-            self.task.models[name].load_state_dict(sd)
-        for name, sd in state.get("optimizers", {}).items():
-            if name in self.task.optimizers:
-                self.task.optimizers[name].load_state_dict(sd)
+        self.strategy.load_state_dicts(
+            self.task.models,
+            self.task.optimizers,
+            ckpt.model_states(state, names, self.run_dir),
+            state.get("optimizers", {}),
+        )
         self.task.load_state_dict(state.get("task", {}))
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch", 0))
