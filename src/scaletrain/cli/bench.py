@@ -212,3 +212,119 @@ def bench_hpo(
     }))  # fmt: skip
     Console().print("(a run that never reaches the target counts the whole budget)")
     _write_json(json_out, result.to_dict())
+
+
+@bench_app.command("scaling")
+def bench_scaling(
+    modes: str = typer.Option(
+        "allreduce,downpour,easgd,gem", "--modes", help="Modes, comma separated."
+    ),
+    np_list: str = typer.Option("1,2,3", "--np", help="Process counts N, comma separated."),
+    model: str = typer.Option(
+        "mlp", "--model", help="mlp (small supervised, CPU), calo-cnn, tiny-3dgan or 3dgan (GAN)."
+    ),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        help="Batch per process (default: mlp 256, calo-cnn 32, tiny-3dgan 16, 3dgan 128).",
+    ),
+    steps: int = typer.Option(50, "--steps", min=1, help="Timed steps per process."),
+    warmup: int = typer.Option(5, "--warmup", min=1, help="Untimed steps before (and after)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (one GPU per rank)."),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads per process (default: 1 on CPU; on CUDA cores / largest N).",
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (autocast)."),
+    data_on_device: bool = typer.Option(
+        True,
+        "--data-on-device/--data-on-host",
+        help="Keep the synthetic data on the GPU (no host-to-device copy per step).",
+    ),
+    cudnn_benchmark: bool = typer.Option(
+        True,
+        "--cudnn-benchmark/--no-cudnn-benchmark",
+        help="cuDNN autotuning (CUDA), in the plain loop and the framework alike.",
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Config override for every run, e.g. parallel.sync_every=4."
+    ),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Runs per point; the median counts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights and data."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed per run."),
+    mpiexec: str = typer.Option(
+        None, "--mpiexec", help="MPI launcher (default: the one `--np` of train uses)."
+    ),
+    mpiexec_args: str = typer.Option(
+        "", "--mpiexec-args", help="Extra launcher arguments, e.g. '--oversubscribe'."
+    ),
+    out: Path = typer.Option(
+        Path("bench-scaling"), "--out", help="Directory for scaling.json, .md, .png and logs/."
+    ),
+    keep_runs: bool = typer.Option(False, "--keep-runs", help="Keep the runs' directories."),
+) -> None:
+    """Samples/s, speedup, efficiency and staleness of each mode on N processes, against a
+    plain PyTorch loop of the same model (also gives the framework's 1-process overhead)."""
+    import shlex
+
+    from scaletrain.bench.gpu import resolve_device
+    from scaletrain.bench.scaling import COLUMNS, Settings, default_threads, table_rows
+    from scaletrain.bench.scaling import bench_scaling as run_bench
+    from scaletrain.errors import ConfigError
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: use auto, cpu or cuda")
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"--precision {precision!r}: use fp32 or bf16")
+    dev = resolve_device(device).type
+    nps = _counts(np_list)
+    settings = Settings(
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()), nps=nps, model=model,
+        batch_size=batch_size or 0, steps=steps, warmup=warmup, device=dev,
+        threads=threads or default_threads(dev, nps), precision=precision,
+        data_on_device=data_on_device, cudnn_benchmark=cudnn_benchmark, overrides=tuple(set_),
+        repeats=repeats, seed=seed, timeout_s=timeout, mpiexec=mpiexec,
+        mpiexec_args=tuple(shlex.split(mpiexec_args)),
+    )  # fmt: skip
+    console = Console()
+
+    def on_run(row, repeat: int) -> None:
+        rate = f"{row.samples_per_s:,.1f} samples/s" if row.ok else row.note
+        run = f" run {repeat + 1}/{repeats}" if repeats > 1 else ""
+        console.print(f"{row.mode} N={row.processes}{run}: {rate} ({row.seconds:.0f} s)")
+
+    result = run_bench(settings, out, keep_runs=keep_runs, on_run=on_run)
+    table = Table(title=f"scaling: {model} on {result.device.get('name') or dev}")
+    for header, (_, _, short) in COLUMNS.items():
+        table.add_column(short, justify="left" if header in ("mode", "target") else "right")
+    for cells in table_rows(result):
+        table.add_row(*cells)
+    console.print(table)
+    for target in result.targets.values():
+        console.print(f"{target['target']}: {target['status']}")
+    console.print(f"written: {out / 'scaling.json'}, {out / 'scaling.md'}, {out / 'scaling.png'}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("scaling-rank", hidden=True)
+def bench_scaling_rank(spec: Path = typer.Argument(..., help="Spec written by bench scaling.")):
+    """One process of a `bench scaling` measurement (started by it, under mpiexec)."""
+    from scaletrain.bench.scaling import run_rank
+
+    run_rank(spec)
+
+
+def _counts(spec: str) -> tuple[int, ...]:
+    from scaletrain.errors import ConfigError
+
+    try:
+        counts = tuple(int(x) for x in spec.split(",") if x.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) <= 0:
+        raise ConfigError(f"--np {spec!r}: use positive integers, e.g. 1,2,3")
+    return counts

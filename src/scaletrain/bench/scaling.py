@@ -1,0 +1,874 @@
+"""`bench scaling`: framework training on 1..N processes against a plain PyTorch loop.
+
+One invocation measures, each in its own fresh process (or MPI job):
+
+- the *plain loop*: the same model, optimizer, batch, precision and device, trained by a
+  hand-written loop (index a batch, forward, loss, zero_grad / backward / step) with no
+  trainer, task, strategy or loader: the 1-process reference;
+- the framework on one process (`parallel.mode: none`, what `scaletrain train` runs without
+  --np): framework overhead = 1 - its samples/s / the plain loop's;
+- every requested mode on N processes (`mpiexec -n N python -m scaletrain bench
+  scaling-rank SPEC`), running the real `Trainer` with that mode's `Strategy`.
+
+Data are synthetic and made inside each process (no files). Only steady-state steps are
+timed: the trainer's `step_callback` stamps the end of step `warmup` and of step
+`warmup + steps` (after the strategy's exchange), synchronising the GPU there; start-up,
+rendezvous, the first steps, and the epoch-end validation and checkpoint lie outside that
+window. Each run is one epoch of `warmup + steps + warmup` steps: the trailing steps keep
+the asynchronous workers running together while any of them is still being timed.
+
+Samples are counted on training processes only: with parameter servers, N processes are
+masters + workers. Per mode and N: samples/s of all workers together, per worker, speedup
+(÷ plain loop), efficiency (÷ workers × plain loop) and, for parameter servers, the
+staleness the master measured (over the whole run, warm-up included).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from scaletrain.config import Config, apply_override, from_dict
+from scaletrain.errors import ConfigError, ScaletrainError, TrainingError
+
+MODES = ("allreduce", "downpour", "easgd", "gem")
+PS_MODES = ("downpour", "easgd", "gem")
+DATA_SOURCE = "scaletrain.bench.scaling:synthetic_data"
+
+# targets of the distributed-training issue, checked in the report (not in tests)
+OVERHEAD_MAX = 0.03  # framework on 1 process vs the plain loop
+ASYNC_PER_WORKER_MIN = 0.95  # asynchronous modes, per worker vs the plain loop, on CPU
+ALLREDUCE_EFFICIENCY_MIN = 0.97  # allreduce scaling efficiency on GPUs
+
+# variables by which launchers tell a process it belongs to a job: the benchmark starts its
+# own jobs, so they must not leak into them
+_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "SLURM_", "MV2_")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A benchmark model: the config sections it needs and its synthetic data."""
+
+    task: str
+    data: str  # "vectors" (classification) or "showers" (3DGAN-like images)
+    model_args: dict[str, Any]
+    batch_size: int
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_args: dict[str, Any] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    # a small supervised model for CPUs: ~20 ms per step on one core
+    "mlp": ModelSpec(
+        task="supervised",
+        data="vectors",
+        model_args={"in_features": 512, "hidden": [512, 512], "n_classes": 10},
+        batch_size=256,
+        sections={"supervised": {"target": "label"}, "optim": {"name": "sgd", "lr": 0.01}},
+        data_args={"features": 512, "classes": 10},
+    ),
+    "calo-cnn": ModelSpec(
+        task="supervised",
+        data="showers",
+        model_args={},
+        batch_size=32,
+        sections={"supervised": {"target": "label"}},
+    ),
+    "tiny-3dgan": ModelSpec(
+        task="gan",
+        data="showers",
+        model_args={"latent_size": 16},
+        batch_size=16,
+        sections={"gan": {"latent_size": 16}},
+    ),
+    # the published 3DGAN and its recipe (RMSprop 1e-3, batch 128)
+    "3dgan": ModelSpec(task="gan", data="showers", model_args={}, batch_size=128),
+}
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def synthetic_data(
+    kind: str = "vectors",
+    n: int = 1024,
+    features: int = 512,
+    classes: int = 10,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Rows made in-process (the config's `data.source`): throughput does not depend on them.
+
+    vectors: x (n, features) Gaussian, label = argmax of a fixed random linear map (learnable);
+    showers: ECAL (n, 25, 25, 25) shower-like images in GeV and their primary energy, plus a
+    label (energy above 255 GeV) for supervised models.
+    """
+    dev = torch.device(device)
+    if kind == "vectors":
+        rng = torch.Generator(device="cpu")
+        rng.manual_seed(seed)
+        x = torch.randn(n, features, generator=rng)
+        teacher = torch.randn(features, classes, generator=rng)
+        return {"x": x.to(dev), "label": (x @ teacher).argmax(dim=1).to(dev)}
+    if kind == "showers":
+        from scaletrain.bench.train_speed import synthetic_showers
+
+        images, energy = synthetic_showers(n, dev, seed)
+        return {"ECAL": images, "energy": energy, "label": (energy > 255.0).long()}
+    raise ConfigError(f"synthetic_data: kind must be vectors or showers, not {kind!r}")
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    """What one benchmark invocation measures, as given (after defaults)."""
+
+    modes: tuple[str, ...] = ("allreduce",)
+    nps: tuple[int, ...] = (1, 2)
+    model: str = "mlp"
+    batch_size: int = 0  # per process; 0 = the model's default
+    steps: int = 50
+    warmup: int = 5
+    device: str = "cpu"  # resolved: cpu or cuda
+    threads: int = 1
+    precision: str = "fp32"
+    data_on_device: bool = True
+    cudnn_benchmark: bool = True
+    overrides: tuple[str, ...] = ()
+    repeats: int = 1
+    seed: int = 0
+    timeout_s: float = 600.0
+    mpiexec: str | None = None
+    mpiexec_args: tuple[str, ...] = ()
+
+    @property
+    def epoch_steps(self) -> int:
+        return self.warmup + self.steps + self.warmup
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or MODELS[self.model].batch_size
+
+    def command(self, out: Path) -> str:
+        """The command line that repeats this measurement, every default spelled out."""
+        args = [
+            "scaletrain", "bench", "scaling", "--modes", ",".join(self.modes),
+            "--np", ",".join(str(n) for n in self.nps), "--model", self.model,
+            "--batch-size", str(self.batch), "--steps", str(self.steps),
+            "--warmup", str(self.warmup), "--device", self.device,
+            "--threads", str(self.threads), "--precision", self.precision,
+        ]  # fmt: skip
+        if self.device == "cuda" and not self.data_on_device:
+            args.append("--data-on-host")
+        if self.device == "cuda" and not self.cudnn_benchmark:
+            args.append("--no-cudnn-benchmark")
+        for item in self.overrides:
+            args += ["--set", item]
+        if self.repeats > 1:
+            args += ["--repeats", str(self.repeats)]
+        if self.seed:
+            args += ["--seed", str(self.seed)]
+        if self.mpiexec:
+            args += ["--mpiexec", self.mpiexec]
+        if self.mpiexec_args:
+            args += ["--mpiexec-args", shlex.join(self.mpiexec_args)]
+        return shlex.join([*args, "--out", str(out)])
+
+
+def default_threads(device: str, nps: tuple[int, ...]) -> int:
+    """One thread per process on CPU (N processes use N cores); on GPUs the host cores
+    shared by the largest run's processes."""
+    if device == "cpu":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(nps))
+
+
+def base_config(s: Settings, mode: str, run_dir: str, trainers: int) -> dict[str, Any]:
+    """The raw config of one run (mode "none" for the 1-process framework and the plain loop):
+    one epoch whose data give every training process `epoch_steps` batches."""
+    spec = MODELS[s.model]
+    raw: dict[str, Any] = {
+        "run": {"dir": run_dir, "seed": s.seed, "device": s.device, "precision": s.precision,
+                "threads": s.threads},
+        "data": {"source": DATA_SOURCE, "val_fraction": 0.0,
+                 "args": {"kind": spec.data, "seed": s.seed, **spec.data_args,
+                          "device": s.device if s.data_on_device else "cpu"}},
+        "model": {"name": s.model, "args": dict(spec.model_args)},
+        "task": spec.task,
+        "train": {"epochs": 1, "batch_size": s.batch,
+                  "progress": False, "keep_last": 1},
+        "parallel": {"mode": mode},
+    }  # fmt: skip
+    for section, values in spec.sections.items():
+        raw.setdefault(section, {}).update(values)
+    for item in s.overrides:
+        apply_override(raw, item)
+    cfg = from_dict(raw)  # validated here, once, before any process starts
+    # every training process gets epoch_steps batches (exactly, without a validation split)
+    rows = s.epoch_steps * cfg.train.batch_size * trainers
+    if cfg.data.val_fraction > 0:  # +1: the split rounds the validation rows
+        rows = math.ceil((rows + 1) / (1.0 - cfg.data.val_fraction))
+    raw["data"]["args"]["n"] = rows
+    return raw
+
+
+def layout_of(s: Settings, mode: str, n: int) -> tuple[int, int]:
+    """(training processes, server processes) of `mode` on n processes; LayoutError if none."""
+    from scaletrain.parallel import make_layout
+
+    if mode == "none":
+        return 1, 0
+    cfg = from_dict(base_config(s, mode, "unused", 1))
+    layout = make_layout(cfg.parallel, n)
+    return layout.trainers, layout.servers
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class ScalingRow:
+    mode: str  # "plain" (hand-written loop), "none" (framework, 1 process) or a mode
+    processes: int
+    workers: int  # processes that train (N minus parameter servers)
+    servers: int = 0
+    samples_per_s: float | None = None  # all workers together
+    per_worker_samples_per_s: float | None = None
+    ms_per_step: float | None = None  # mean over workers
+    speedup: float | None = None  # samples_per_s / plain loop
+    efficiency: float | None = None  # samples_per_s / (workers × plain loop)
+    per_worker_ratio: float | None = None  # per worker / plain loop
+    staleness_mean: float | None = None
+    staleness_max: float | None = None
+    ps_updates: int | None = None
+    seconds: float = 0.0  # wall time of the whole run, start-up included
+    target: str = ""
+    note: str = ""  # why the run was skipped or failed
+    worker_samples_per_s: list[float] = field(default_factory=list)
+    repeats_samples_per_s: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.samples_per_s is not None
+
+
+@dataclass
+class ScalingResult:
+    settings: dict[str, Any]
+    device: dict[str, Any]
+    plain: ScalingRow
+    framework: ScalingRow
+    rows: list[ScalingRow]
+    overhead: float | None
+    targets: dict[str, Any]
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def failed(self) -> list[ScalingRow]:
+        return [r for r in (self.plain, self.framework, *self.rows) if r.note.startswith("failed")]
+
+
+def derive(row: ScalingRow, plain_rate: float | None) -> None:
+    """Speedup, efficiency and per-worker ratio from the measured rates (and nothing else)."""
+    if not row.ok or not plain_rate:
+        return
+    row.speedup = round(row.samples_per_s / plain_rate, 4)
+    row.efficiency = round(row.samples_per_s / (row.workers * plain_rate), 4)
+    row.per_worker_ratio = round(row.per_worker_samples_per_s / plain_rate, 4)
+
+
+def check_targets(
+    device: str, framework: ScalingRow, rows: list[ScalingRow], overhead: float | None
+) -> dict[str, Any]:
+    """The issue's targets, met or not, with the values they were judged on."""
+
+    def verdict(values: list[bool]) -> str:
+        return "met" if values and all(values) else "not met" if values else "not measured"
+
+    out: dict[str, Any] = {}
+    ok = overhead is not None and overhead <= OVERHEAD_MAX
+    out["overhead"] = {
+        "target": f"framework overhead at 1 process <= {OVERHEAD_MAX:.0%}",
+        "value": overhead,
+        "status": verdict([ok] if overhead is not None else []),
+    }
+    if overhead is not None:
+        framework.target = f"overhead {overhead:.1%}: {'met' if ok else 'not met'}"
+    async_rows = [r for r in rows if r.mode in PS_MODES and r.ok]
+    allreduce_rows = [r for r in rows if r.mode == "allreduce" and r.ok and r.processes > 1]
+    if device == "cpu":
+        checks = []
+        for r in async_rows:
+            met = r.per_worker_ratio is not None and r.per_worker_ratio >= ASYNC_PER_WORKER_MIN
+            r.target = f"per worker >= {ASYNC_PER_WORKER_MIN:.0%}: {'met' if met else 'not met'}"
+            checks.append(met)
+        out["async_per_worker"] = {
+            "target": f"asynchronous modes, per-worker throughput >= {ASYNC_PER_WORKER_MIN:.0%} "
+            "of the plain loop (CPU)", "status": verdict(checks),
+            "values": {f"{r.mode} np={r.processes}": r.per_worker_ratio for r in async_rows},
+        }  # fmt: skip
+    else:
+        checks = []
+        for r in allreduce_rows:
+            met = r.efficiency is not None and r.efficiency >= ALLREDUCE_EFFICIENCY_MIN
+            r.target = (
+                f"efficiency >= {ALLREDUCE_EFFICIENCY_MIN:.0%}: {'met' if met else 'not met'}"
+            )
+            checks.append(met)
+        out["allreduce_efficiency"] = {
+            "target": f"allreduce scaling efficiency >= {ALLREDUCE_EFFICIENCY_MIN:.0%} (GPU)",
+            "status": verdict(checks),
+            "values": {f"np={r.processes}": r.efficiency for r in allreduce_rows},
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+def bench_scaling(
+    settings: Settings,
+    out_dir: Path,
+    *,
+    keep_runs: bool = False,
+    on_run: Callable[[ScalingRow, int], None] | None = None,
+) -> ScalingResult:
+    """Run every measurement, write scaling.json, scaling.md and scaling.png into out_dir.
+
+    With repeats, every point runs once per round, round after round, so that a change in
+    the machine's load affects all points alike; each point keeps its median run.
+    """
+    from scaletrain.parallel.world import launched_by_mpi
+
+    s = settings
+    if launched_by_mpi():
+        raise ConfigError("bench scaling starts its own MPI jobs; run it as one process")
+    unknown = [m for m in s.modes if m not in MODES]
+    if unknown or not s.modes:
+        raise ConfigError(f"--modes {','.join(s.modes)}: choose from {', '.join(MODES)}")
+    if not s.nps or min(s.nps) < 1:
+        raise ConfigError(f"--np {s.nps}: use positive process counts, e.g. 1,2,3")
+    if s.model not in MODELS:
+        raise ConfigError(f"--model {s.model!r}: choose from {', '.join(MODELS)}")
+    if s.steps < 1 or s.warmup < 1 or s.repeats < 1:
+        raise ConfigError("--steps, --warmup and --repeats must be at least 1")
+    base_config(s, "none", "check", 1)  # a bad --set fails now, not in a child
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "logs").mkdir(exist_ok=True)
+    report = on_run or (lambda row, repeat: None)
+    points = [("plain", 1), ("none", 1), *((m, n) for m in s.modes for n in s.nps)]
+    runs: dict[tuple[str, int], list[tuple[ScalingRow, dict[str, Any]]]] = {p: [] for p in points}
+    work = Path(tempfile.mkdtemp(prefix="scaling-", dir=out_dir if keep_runs else None))
+    try:
+        runner = _Runner(s, out_dir, work)
+        for repeat in range(s.repeats):
+            for mode, n in points:
+                if runs[mode, n] and runs[mode, n][0][0].note.startswith("skipped"):
+                    continue
+                runs[mode, n].append(runner.run(mode, n, repeat))
+                report(runs[mode, n][-1][0], repeat)
+    finally:
+        if not keep_runs:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    chosen = {p: _median(r) for p, r in runs.items()}
+    (plain, device), (framework, _) = chosen["plain", 1], chosen["none", 1]
+    rows = [chosen[p][0] for p in points[2:]]
+    plain_rate = plain.samples_per_s
+    for row in (plain, framework, *rows):
+        derive(row, plain_rate)
+    overhead = (
+        round(1.0 - framework.samples_per_s / plain_rate, 4) if plain.ok and framework.ok else None
+    )
+    targets = check_targets(s.device, framework, rows, overhead)
+    settings_out = {**asdict(s), "batch_size": s.batch, "cpu_count": os.cpu_count(),
+                    "epoch_steps": s.epoch_steps}  # fmt: skip
+    result = ScalingResult(
+        settings_out, device, plain, framework, rows, overhead, targets, s.command(out_dir)
+    )
+    write_outputs(result, out_dir)
+    return result
+
+
+def _median(
+    runs: list[tuple[ScalingRow, dict[str, Any]]],
+) -> tuple[ScalingRow, dict[str, Any]]:
+    """The run with the median samples/s (the lower middle one of an even count)."""
+    good = sorted((r for r in runs if r[0].ok), key=lambda r: r[0].samples_per_s or 0.0)
+    if not good:
+        return runs[-1]
+    row, device = good[(len(good) - 1) // 2]
+    row.repeats_samples_per_s = [r[0].samples_per_s for r in runs if r[0].ok]
+    return row, device
+
+
+class _Runner:
+    """Starts the plain loop, the 1-process framework and the MPI jobs; reads their records."""
+
+    def __init__(self, s: Settings, out_dir: Path, work: Path) -> None:
+        self.s, self.out_dir, self.work = s, out_dir, work
+
+    def run(self, mode: str, n: int, repeat: int) -> tuple[ScalingRow, dict[str, Any]]:
+        """One run of one point (a skipped row where the mode cannot use n processes)."""
+        try:
+            trainers, servers = layout_of(self.s, mode if mode != "plain" else "none", n)
+        except ConfigError as exc:  # e.g. a parameter server on 1 process
+            why = (
+                "needs 1 master + at least 1 worker"
+                if mode in PS_MODES and n < 2
+                else str(exc).splitlines()[0].rstrip(":")
+            )
+            return ScalingRow(mode, n, 0, note=f"skipped: {why}"), {}
+        return self._once(mode, n, trainers, servers, repeat)
+
+    def _once(
+        self, mode: str, n: int, trainers: int, servers: int, repeat: int
+    ) -> tuple[ScalingRow, dict[str, Any]]:
+        s = self.s
+        name = f"{mode}-np{n}" + (f"-r{repeat}" if s.repeats > 1 else "")
+        run_dir = self.work / name
+        out = self.work / f"{name}.json"
+        raw = base_config(s, "none" if mode == "plain" else mode, str(run_dir), trainers)
+        spec = {"kind": "plain" if mode == "plain" else "framework", "config": raw,
+                "warmup": s.warmup, "steps": s.steps, "cudnn_benchmark": s.cudnn_benchmark,
+                "out": str(out)}  # fmt: skip
+        spec_path = self.work / f"{name}.spec.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        command = self._command(mode, n, spec_path)
+        row = ScalingRow(mode, n, trainers, servers)
+        log = self.out_dir / "logs" / f"{name}.log"
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=s.timeout_s, env=self._env()
+            )
+            text, code = done.stdout + done.stderr, done.returncode
+        except subprocess.TimeoutExpired as exc:
+            text = _text(exc.stdout) + _text(exc.stderr) + f"\ntimed out after {s.timeout_s:g} s"
+            code = -1
+        row.seconds = round(time.perf_counter() - start, 2)
+        log.write_text(shlex.join(command) + "\n" + text)
+        if code != 0 or not out.exists():
+            tail = [line for line in text.strip().splitlines() if line.strip()][-1:] or ["?"]
+            row.note = f"failed (exit {code}): {tail[0][:300]} (log: {log})"
+            return row, {}
+        record = json.loads(out.read_text())
+        _fill(row, record)
+        return row, record.get("device", {})
+
+    def _command(self, mode: str, n: int, spec: Path) -> list[str]:
+        from scaletrain.parallel.launch import relaunch_command
+
+        argv = ["bench", "scaling-rank", str(spec)]
+        if mode in ("plain", "none"):  # one process, no launcher: what `scaletrain train` runs
+            return [sys.executable, "-m", "scaletrain", *argv]
+        command = relaunch_command(n, argv)
+        if self.s.mpiexec:
+            command[0] = self.s.mpiexec
+        return [command[0], *self.s.mpiexec_args, *command[1:]]
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
+        threads = str(self.s.threads)
+        return {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                "PYTHONUNBUFFERED": "1"}  # fmt: skip
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
+    """Aggregate the per-rank records of one run into its row."""
+    ranks = record["ranks"]
+    trainers = [r for r in ranks if r["trains"]]
+    rates = [r["samples_per_s"] for r in trainers]
+    row.worker_samples_per_s = [round(v, 2) for v in rates]
+    row.samples_per_s = round(sum(rates), 2)
+    row.per_worker_samples_per_s = round(sum(rates) / len(rates), 2)
+    row.ms_per_step = round(statistics.fmean(r["ms_per_step"] for r in trainers), 3)
+    servers = [r for r in ranks if not r["trains"] and r.get("ps_updates")]
+    if servers:
+        updates = sum(r["ps_updates"] for r in servers)
+        row.ps_updates = int(updates)
+        row.staleness_mean = round(
+            sum(r["staleness_mean"] * r["ps_updates"] for r in servers) / updates, 3
+        )
+        row.staleness_max = max(r["staleness_max"] for r in servers)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+# header -> (attribute, format, short header); the Markdown file and the console table
+COLUMNS: dict[str, tuple[str, str, str]] = {
+    "mode": ("mode", "{}", "mode"),
+    "processes": ("processes", "{}", "N"),
+    "workers": ("workers", "{}", "workers"),
+    "samples/s": ("samples_per_s", "{:,.1f}", "samples/s"),
+    "per worker": ("per_worker_samples_per_s", "{:,.1f}", "per worker"),
+    "ms/step": ("ms_per_step", "{:.2f}", "ms/step"),
+    "speedup": ("speedup", "{:.2f}", "speedup"),
+    "efficiency": ("efficiency", "{:.1%}", "eff."),
+    "per worker / plain": ("per_worker_ratio", "{:.1%}", "worker/plain"),
+    "staleness mean / max": ("staleness", "{}", "staleness"),
+    "target": ("target", "{}", "target"),
+}
+
+
+def cells(row: ScalingRow) -> list[str]:
+    """The row as the table's strings ("—" where a value does not apply)."""
+    out = []
+    for attr, fmt, _ in COLUMNS.values():
+        if attr == "staleness":
+            value = (
+                f"{row.staleness_mean:.2f} / {row.staleness_max:.0f}"
+                if row.staleness_mean is not None
+                else None
+            )
+        else:
+            value = getattr(row, attr)
+        if attr == "mode":
+            value = {"plain": "plain loop", "none": "framework 1 proc."}.get(value, value)
+        if attr == "target" and row.note:
+            value = row.note
+        out.append("—" if value is None or value == "" else fmt.format(value))
+    return out
+
+
+def table_rows(result: ScalingResult) -> list[list[str]]:
+    return [cells(r) for r in (result.plain, result.framework, *result.rows)]
+
+
+def markdown(result: ScalingResult) -> str:
+    s, dev = result.settings, result.device
+    name = dev.get("name") or dev.get("device", s["device"])
+    lines = [
+        f"# Scaling: {s['model']}, batch {s['batch_size']} per process, {s['precision']}, "
+        f"{s['device']}",
+        "",
+        f"Command: `{result.command}`" if result.command else "",
+        "",
+        f"Device: {name} (torch {dev.get('torch', '?')}, host {dev.get('host', '?')}, "
+        f"{s['cpu_count']} CPU cores, {s['threads']} torch thread(s) per process). "
+        f"{s['steps']} timed steps after {s['warmup']} warm-up steps per process; median of "
+        f"{s['repeats']} run(s). Samples are counted on workers only (parameter-server modes: "
+        f"N processes = 1 master + N - 1 workers); efficiency = samples/s ÷ (workers × plain "
+        f"loop); staleness as measured by the master over the whole run.",
+        "",
+    ]
+    headers = list(COLUMNS)
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(headers))) + "|")
+    for row in table_rows(result):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    lines += ["", "Targets:", ""]
+    for target in result.targets.values():
+        value = target.get("value")
+        detail = f" ({value:.1%})" if isinstance(value, float) else ""
+        lines.append(f"- {target['target']}: **{target['status']}**{detail}")
+    if s["device"] == "cpu":
+        lines.append(
+            f"- allreduce scaling efficiency >= {ALLREDUCE_EFFICIENCY_MIN:.0%}: a GPU target, "
+            "not judged on CPU"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: ScalingResult, path: Path) -> None:
+    """Samples/s and efficiency against processes, per mode, with the ideal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plain = result.plain.samples_per_s or 0.0
+    fig, (ax, ax_eff) = plt.subplots(1, 2, figsize=(11, 4.2))
+    nps = sorted({r.processes for r in result.rows} | {1})
+    if plain:
+        ax.plot(nps, [n * plain for n in nps], "k--", lw=1, label="ideal: N × plain loop")
+        if any(r.mode in PS_MODES for r in result.rows):
+            ps = [n for n in nps if n > 1]
+            ax.plot(ps, [(n - 1) * plain for n in ps], "k:", lw=1,
+                    label="ideal with 1 master: (N − 1) × plain")  # fmt: skip
+        ax.plot([1], [plain], "k*", ms=10, label="plain PyTorch loop")
+    if result.framework.ok:
+        ax.plot([1], [result.framework.samples_per_s], "kx", ms=8, label="framework, 1 process")
+    for mode in dict.fromkeys(r.mode for r in result.rows):
+        ok = [r for r in result.rows if r.mode == mode and r.ok]
+        if ok:
+            xs = [r.processes for r in ok]
+            ax.plot(xs, [r.samples_per_s for r in ok], "o-", label=mode)
+            ax_eff.plot(xs, [100 * (r.efficiency or 0.0) for r in ok], "o-", label=mode)
+    ax.set(xlabel="processes N", ylabel="training samples/s (workers)", xticks=nps)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax_eff.axhline(100, color="k", ls="--", lw=1)
+    target = ALLREDUCE_EFFICIENCY_MIN if result.settings["device"] != "cpu" else None
+    if target:
+        ax_eff.axhline(100 * target, color="r", ls=":", lw=1, label=f"target {target:.0%}")
+    ax_eff.set(xlabel="processes N", ylabel="efficiency: samples/s ÷ (workers × plain) [%]",
+               xticks=nps)  # fmt: skip
+    ax_eff.set_ylim(bottom=0)
+    ax_eff.grid(alpha=0.3)
+    ax_eff.legend(fontsize=8)
+    s = result.settings
+    fig.suptitle(f"{s['model']}, batch {s['batch_size']}/process, {s['precision']}, "
+                 f"{result.device.get('name') or s['device']}", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: ScalingResult, out_dir: Path) -> None:
+    (out_dir / "scaling.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    (out_dir / "scaling.md").write_text(markdown(result))
+    plot(result, out_dir / "scaling.png")
+
+
+# ---------------------------------------------------------------------------- the ranks
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+class StepTimer:
+    """The trainer's step_callback: stamps the end of steps `warmup` and `warmup + steps`."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device | None = None) -> None:
+        self.first, self.last = warmup, warmup + steps
+        self.device = device or torch.device("cpu")
+        self.start: float | None = None
+        self.end: float | None = None
+
+    def __call__(self, step: int) -> None:
+        if step == self.first or step == self.last:
+            _sync(self.device)  # what the GPU still has queued belongs to these steps
+            if step == self.first:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self.start is None or self.end is None:
+            raise TrainingError(
+                f"the run ended before step {self.last}: the timed window was not reached"
+            )
+        return self.end - self.start
+
+
+def run_rank(spec_path: Path) -> None:
+    """One process of a measurement (`scaletrain bench scaling-rank SPEC`); rank 0 (or the
+    only process) writes the record to the spec's `out`."""
+    spec = json.loads(Path(spec_path).read_text())
+    if spec.get("cudnn_benchmark") and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # the same choice for plain loop and framework
+    if spec["kind"] == "plain":
+        record = {"ranks": [plain_loop(spec)]}
+        record["device"] = record["ranks"][0].pop("device_info")
+        Path(spec["out"]).write_text(json.dumps(record))
+        return
+    from scaletrain.parallel.world import World
+
+    world = World.detect()
+    try:
+        mine = _framework_rank(spec, world)
+        ranks = world.comm.gather(mine, root=0) if world.comm is not None else [mine]
+    except Exception as exc:
+        if world.size == 1:
+            raise
+        # the other ranks would wait for this one: report, then stop the whole job
+        detail = str(exc) if isinstance(exc, ScaletrainError) else traceback.format_exc()
+        print(f"error: rank {world.rank}: {detail}", file=sys.stderr, flush=True)
+        world.abort(2)
+        raise
+    if world.rank == 0:
+        device = ranks[0].pop("device_info")
+        for r in ranks[1:]:
+            r.pop("device_info", None)
+        Path(spec["out"]).write_text(json.dumps({"ranks": ranks, "device": device}))
+
+
+def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
+    from scaletrain.bench.gpu import device_info
+    from scaletrain.parallel import make_strategy
+    from scaletrain.train.trainer import Trainer
+
+    cfg = from_dict(spec["config"])
+    strategy = make_strategy(cfg.parallel, world)
+    timer = StepTimer(spec["warmup"], spec["steps"])
+    try:
+        trainer = Trainer(cfg, strategy=strategy, overwrite=True, step_callback=timer)
+        timer.device = trainer.device  # chosen by the strategy (the node-local GPU)
+        result = trainer.serve() if strategy.serves else trainer.fit()
+    finally:
+        strategy.close()
+    record: dict[str, Any] = {"rank": world.rank, "trains": not strategy.serves,
+                              "device": str(trainer.device), "steps_run": result.steps,
+                              "device_info": device_info(trainer.device)}  # fmt: skip
+    if strategy.serves:
+        m = result.metrics
+        record.update(
+            staleness_mean=m.get("ps/staleness_mean", 0.0),
+            staleness_max=m.get("ps/staleness_max", 0.0),
+            ps_updates=m.get("ps/updates", 0.0),
+        )
+    else:
+        seconds = timer.seconds()
+        record.update(
+            window_s=seconds,
+            samples_per_s=spec["steps"] * cfg.train.batch_size / seconds,
+            ms_per_step=1e3 * seconds / spec["steps"],
+        )
+    return record
+
+
+# ---------------------------------------------------------------------------- the plain loop
+
+
+def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
+    """The reference: the same model, optimizer, data, batch, precision and device, trained by
+    a hand-written loop. Only the model builder and the optimizer's construction come from
+    the project (they run once); every per-step line is plain PyTorch."""
+    from scaletrain.bench.gpu import device_info
+    from scaletrain.models.registry import build_models
+    from scaletrain.tasks.base import make_optimizer
+
+    cfg = from_dict(spec["config"])
+    warmup, steps = spec["warmup"], spec["steps"]
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    dev = torch.device("cuda" if cfg.run.device == "cuda" else "cpu")
+    data = synthetic_data(**cfg.data.args)
+    torch.manual_seed(cfg.run.seed)
+    models = {k: m.to(dev) for k, m in build_models(cfg.model.name, cfg.model.args).items()}
+    optimizers = {k: make_optimizer(cfg.optim, m.parameters()) for k, m in models.items()}
+    autocast: AbstractContextManager = (
+        torch.autocast(dev.type, dtype=torch.bfloat16)
+        if cfg.run.precision == "bf16"
+        else nullcontext()
+    )
+    step = (
+        _gan_step(cfg, models, optimizers, autocast, dev)
+        if cfg.task == "gan"
+        else _supervised_step(models["model"], optimizers["model"], autocast)
+    )
+    for m in models.values():
+        m.train()
+    b = cfg.train.batch_size
+    order = torch.randperm(next(iter(data.values())).shape[0])
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(dev)
+            start = time.perf_counter()
+        idx = order[i * b : (i + 1) * b]
+        step({k: v[idx].to(dev, non_blocking=True) for k, v in data.items()})
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    return {"rank": 0, "trains": True, "device": str(dev), "window_s": seconds,
+            "samples_per_s": steps * b / seconds, "ms_per_step": 1e3 * seconds / steps,
+            "device_info": device_info(dev)}  # fmt: skip
+
+
+def _supervised_step(model, optimizer, autocast) -> Callable[[dict[str, torch.Tensor]], None]:
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        x = batch["x"] if "x" in batch else batch["ECAL"].unsqueeze(1)
+        with autocast:
+            out = model(x)
+        logits = out["logits"] if isinstance(out, dict) else out
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _gan_step(cfg: Config, models, optimizers, autocast, dev: torch.device):
+    """The 3DGAN step of tasks/gan.py written out by hand: D once, then G twice."""
+    g, d = models["generator"], models["discriminator"]
+    opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
+    gan = cfg.gan
+    w_bce, w_ep, w_ecal = gan.loss_weights
+    lo, hi = gan.gen_energy_range
+
+    def mape(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 100.0 * ((pred - target).abs() / target.abs().clamp_min(1e-7)).mean()
+
+    def latent(energy: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(energy.shape[0], gan.latent_size, device=dev)
+        return z * (energy * gan.energy_scale).unsqueeze(1)
+
+    def labels(value: float, n: int) -> torch.Tensor:
+        y = torch.full((n,), value, device=dev)
+        return torch.where(torch.rand(n, device=dev) < gan.label_flip, 1.0 - y, y)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        real, energy = batch["ECAL"].unsqueeze(1) * gan.image_scale, batch["energy"]
+        n = real.shape[0]
+        for _ in range(gan.discriminator_steps):
+            fake_energy = lo + (hi - lo) * torch.rand(n, device=dev)
+            with torch.no_grad(), autocast:
+                fake = g(latent(fake_energy))
+            with autocast:
+                real_logit, real_ep = d(real)
+                fake_logit, fake_ep = d(fake)
+            bce = 0.5 * (
+                F.binary_cross_entropy_with_logits(real_logit.float(), labels(1.0, n))
+                + F.binary_cross_entropy_with_logits(fake_logit.float(), labels(0.0, n))
+            )
+            ep = 0.5 * (
+                mape(real_ep.float(), energy * gan.energy_scale)
+                + mape(fake_ep.float(), fake_energy * gan.energy_scale)
+            )
+            opt_d.zero_grad(set_to_none=True)
+            (w_bce * bce + w_ep * ep).backward()
+            opt_d.step()
+        d.requires_grad_(False)
+        for _ in range(gan.generator_steps):
+            e = lo + (hi - lo) * torch.rand(n, device=dev)
+            with autocast:
+                fake = g(latent(e))
+                logit, ep_pred = d(fake)
+            loss = (
+                w_bce * F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(e))
+                + w_ep * mape(ep_pred.float(), e * gan.energy_scale)
+                + w_ecal
+                * mape(
+                    fake.float().sum(dim=(1, 2, 3, 4)), gan.sampling_fraction * e * gan.image_scale
+                )
+            )
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+        d.requires_grad_(True)
+
+    return step

@@ -1,0 +1,188 @@
+"""`bench scaling`: the files it writes and their internal consistency (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaletrain.bench.scaling import (
+    ALLREDUCE_EFFICIENCY_MIN,
+    ASYNC_PER_WORKER_MIN,
+    OVERHEAD_MAX,
+    ScalingRow,
+    Settings,
+    base_config,
+    check_targets,
+    derive,
+    run_rank,
+    synthetic_data,
+)
+from scaletrain.cli import main
+
+# a small MLP on 32 features keeps every process short
+SMALL = [
+    "--set", "model.args.in_features=32", "--set", "data.args.features=32",
+    "--set", "model.args.hidden=[16]",
+]  # fmt: skip
+
+
+def _close(a: float, b: float, rel: float = 2e-3) -> bool:
+    return a == pytest.approx(b, rel=rel, abs=1e-3)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, capsys):
+    out = tmp_path / "scaling"
+    code = main([
+        "bench", "scaling", "--modes", "allreduce,downpour", "--np", "1,2", "--steps", "4",
+        "--warmup", "1", "--batch-size", "16", "--device", "cpu", "--out", str(out), *SMALL,
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = json.loads((out / "scaling.json").read_text())
+    assert result["settings"]["threads"] == 1 and result["settings"]["batch_size"] == 16
+    plain, none = result["plain"], result["framework"]
+    assert plain["mode"] == "plain" and none["mode"] == "none"
+    rate = plain["samples_per_s"]
+    assert rate > 0 and plain["speedup"] == 1.0
+    assert _close(result["overhead"], 1 - none["samples_per_s"] / rate)
+
+    rows = {(r["mode"], r["processes"]): r for r in result["rows"]}
+    assert list(rows) == [("allreduce", 1), ("allreduce", 2), ("downpour", 1), ("downpour", 2)]
+    assert rows["downpour", 1]["note"].startswith("skipped")
+    assert rows["downpour", 1]["samples_per_s"] is None
+    for key in [("allreduce", 1), ("allreduce", 2), ("downpour", 2)]:
+        row = rows[key]
+        assert not row["note"], row["note"]
+        workers = row["workers"]
+        assert len(row["worker_samples_per_s"]) == workers
+        assert _close(row["samples_per_s"], sum(row["worker_samples_per_s"]))
+        assert _close(row["per_worker_samples_per_s"], row["samples_per_s"] / workers)
+        assert _close(row["speedup"], row["samples_per_s"] / rate)
+        assert _close(row["efficiency"], row["samples_per_s"] / (workers * rate))
+        assert _close(row["per_worker_ratio"], row["per_worker_samples_per_s"] / rate)
+        assert row["ms_per_step"] > 0
+    assert rows["allreduce", 2]["workers"] == 2 and rows["allreduce", 2]["servers"] == 0
+    ps = rows["downpour", 2]
+    assert (ps["workers"], ps["servers"]) == (1, 1)
+    # one worker: every update is computed on the current central weights
+    assert ps["staleness_mean"] == 0 and ps["staleness_max"] == 0
+    assert ps["ps_updates"] >= result["settings"]["epoch_steps"]
+
+    # targets agree with the values they were judged on (whatever the values are)
+    targets = result["targets"]
+    met = result["overhead"] <= OVERHEAD_MAX
+    assert targets["overhead"]["status"] == ("met" if met else "not met")
+    ok = ps["per_worker_ratio"] >= ASYNC_PER_WORKER_MIN
+    assert targets["async_per_worker"]["status"] == ("met" if ok else "not met")
+    assert ps["target"].endswith("not met" if not ok else ": met")
+    assert "allreduce_efficiency" not in targets  # a GPU target
+
+    md = (out / "scaling.md").read_text()
+    assert "scaletrain bench scaling --modes allreduce,downpour" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 2 + 4  # header, plain + framework, the four points
+    assert f"{rate:,.1f}" in table[1]
+    assert "skipped" in table[5]
+    assert f"**{targets['overhead']['status']}**" in md
+    assert {p.name for p in (out / "logs").iterdir()} == {
+        "plain-np1.log", "none-np1.log", "allreduce-np1.log", "allreduce-np2.log",
+        "downpour-np2.log",
+    }  # fmt: skip
+    assert "samples/s" in printed and "overhead" in printed
+
+
+def test_speedup_efficiency_and_targets_follow_from_the_rates():
+    rows = [
+        ScalingRow("allreduce", 2, 2, samples_per_s=390.0, per_worker_samples_per_s=195.0),
+        ScalingRow("gem", 3, 2, 1, samples_per_s=300.0, per_worker_samples_per_s=150.0),
+        ScalingRow("easgd", 1, 0, note="skipped: needs 1 master + at least 1 worker"),
+    ]
+    framework = ScalingRow("none", 1, 1, samples_per_s=98.0, per_worker_samples_per_s=98.0)
+    for row in [framework, *rows]:
+        derive(row, 100.0)
+    assert (rows[0].speedup, rows[0].efficiency, rows[0].per_worker_ratio) == (3.9, 1.95, 1.95)
+    assert (rows[1].speedup, rows[1].efficiency, rows[1].per_worker_ratio) == (3.0, 1.5, 1.5)
+    assert rows[2].speedup is None
+    cpu = check_targets("cpu", framework, rows, 0.02)
+    assert cpu["overhead"]["status"] == "met" and cpu["async_per_worker"]["status"] == "met"
+    assert "allreduce_efficiency" not in cpu
+    # on GPUs the allreduce efficiency is judged, the asynchronous per-worker rate is not
+    slow = ScalingRow("allreduce", 2, 2, samples_per_s=190.0, per_worker_samples_per_s=95.0)
+    derive(slow, 100.0)
+    gpu = check_targets("cuda", framework, [slow], 0.05)
+    assert gpu["overhead"]["status"] == "not met"
+    assert slow.efficiency < ALLREDUCE_EFFICIENCY_MIN
+    assert gpu["allreduce_efficiency"]["status"] == "not met"
+    assert "async_per_worker" not in gpu
+
+
+def test_each_run_gets_enough_rows_for_its_training_processes():
+    s = Settings(model="mlp", steps=10, warmup=2, batch_size=8)
+    raw = base_config(s, "allreduce", "run", trainers=3)
+    assert raw["data"]["args"]["n"] >= 14 * 8 * 3  # epoch_steps batches per process
+    assert raw["parallel"]["mode"] == "allreduce" and raw["train"]["epochs"] == 1
+    half = Settings(model="mlp", steps=10, warmup=2, batch_size=8)
+    half.overrides = ("data.val_fraction=0.5",)
+    held_out = base_config(half, "none", "run", trainers=1)
+    assert held_out["data"]["args"]["n"] >= 2 * 14 * 8
+
+
+def test_synthetic_data_has_the_columns_the_tasks_read():
+    vectors = synthetic_data("vectors", 64, features=8, classes=3)
+    assert vectors["x"].shape == (64, 8) and vectors["label"].max() < 3
+    showers = synthetic_data("showers", 4)
+    assert showers["ECAL"].shape == (4, 25, 25, 25) and showers["energy"].shape == (4,)
+    assert torch.all(showers["ECAL"] >= 0)
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("kind", ["plain", "framework"])
+def test_gan_plain_loop_and_framework_rank_time_their_window(kind, tmp_path):
+    s = Settings(model="tiny-3dgan", steps=2, warmup=1, batch_size=2)
+    spec = {
+        "kind": kind, "config": base_config(s, "none", str(tmp_path / "run"), 1),
+        "warmup": 1, "steps": 2, "cudnn_benchmark": True, "out": str(tmp_path / "out.json"),
+    }  # fmt: skip
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    run_rank(path)
+    record = json.loads((tmp_path / "out.json").read_text())
+    (rank,) = record["ranks"]
+    assert rank["trains"] and rank["samples_per_s"] > 0
+    assert rank["samples_per_s"] == pytest.approx(2 * 2 / rank["window_s"])
+    assert record["device"]["device"] == "cpu"
+    if kind == "framework":
+        assert rank["steps_run"] == s.epoch_steps  # the window lies inside the one epoch
+
+
+def test_the_rank_entry_needs_neither_cuda_nor_optuna(tmp_path):
+    s = Settings(model="mlp", steps=2, warmup=1, batch_size=8)
+    spec = {
+        "kind": "framework", "config": base_config(s, "none", str(tmp_path / "run"), 1),
+        "warmup": 1, "steps": 2, "cudnn_benchmark": True, "out": str(tmp_path / "out.json"),
+    }  # fmt: skip
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    code = (
+        "import sys; from scaletrain.cli import main; "
+        f"rc = main(['bench', 'scaling-rank', {str(path)!r}]); "
+        "assert rc == 0, rc; assert 'optuna' not in sys.modules, 'optuna imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(tmp_path / "out.json").exists()
+
+
+def test_unknown_modes_and_counts_are_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "scaling", "--modes", "ring", "--out", str(tmp_path)]) == 2
+    assert "--modes ring: choose from allreduce" in capsys.readouterr().err
+    assert main(["bench", "scaling", "--np", "0,2", "--out", str(tmp_path)]) == 2
+    assert "--np '0,2'" in capsys.readouterr().err
