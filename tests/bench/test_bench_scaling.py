@@ -144,9 +144,12 @@ def test_synthetic_data_has_the_columns_the_tasks_read():
 
 
 @pytest.mark.timeout(200)
+@pytest.mark.parametrize("fast", ["off", "on"])
 @pytest.mark.parametrize("kind", ["plain", "framework"])
-def test_gan_plain_loop_and_framework_rank_time_their_window(kind, tmp_path):
+def test_gan_plain_loop_and_framework_rank_time_their_window(kind, fast, tmp_path):
+    # gan.fast_path on: the trainer's GPU step (FastGanTask), here uncompiled on the CPU
     s = Settings(model="tiny-3dgan", steps=2, warmup=1, batch_size=2)
+    s.overrides = (f"gan.fast_path={fast}",)
     spec = {
         "kind": kind, "config": base_config(s, "none", str(tmp_path / "run"), 1),
         "warmup": 1, "steps": 2, "cudnn_benchmark": True, "out": str(tmp_path / "out.json"),
@@ -161,6 +164,9 @@ def test_gan_plain_loop_and_framework_rank_time_their_window(kind, tmp_path):
     assert record["device"]["device"] == "cpu"
     if kind == "framework":
         assert rank["steps_run"] == s.epoch_steps  # the window lies inside the one epoch
+        assert rank["task"] == ("FastGanTask" if fast == "on" else "GanTask")
+    else:
+        assert ("FastGanLosses" in rank["task"]) == (fast == "on")
 
 
 def test_the_rank_entry_needs_neither_cuda_nor_optuna(tmp_path):

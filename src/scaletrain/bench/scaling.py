@@ -262,6 +262,7 @@ class ScalingRow:
     seconds: float = 0.0  # wall time of the whole run, start-up included
     target: str = ""
     note: str = ""  # why the run was skipped or failed
+    task: str = ""  # what computed the step (e.g. FastGanTask: the trainer's GPU 3DGAN step)
     worker_samples_per_s: list[float] = field(default_factory=list)
     repeats_samples_per_s: list[float] = field(default_factory=list)
 
@@ -508,6 +509,7 @@ def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
     trainers = [r for r in ranks if r["trains"]]
     rates = [r["samples_per_s"] for r in trainers]
     row.worker_samples_per_s = [round(v, 2) for v in rates]
+    row.task = trainers[0].get("task", "")
     row.samples_per_s = round(sum(rates), 2)
     row.per_worker_samples_per_s = round(sum(rates) / len(rates), 2)
     row.ms_per_step = round(statistics.fmean(r["ms_per_step"] for r in trainers), 3)
@@ -579,6 +581,9 @@ def markdown(result: ScalingResult) -> str:
         f"{s['repeats']} run(s). Samples are counted on workers only (parameter-server modes: "
         f"N processes = 1 master + N - 1 workers); efficiency = samples/s ÷ (workers × plain "
         f"loop); staleness as measured by the master over the whole run.",
+        "",
+        f"Step: plain loop with {result.plain.task.removeprefix('plain loop, ') or '?'}; "
+        f"framework task {result.framework.task or '?'}.",
         "",
     ]
     headers = list(COLUMNS)
@@ -732,6 +737,7 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
         strategy.close()
     record: dict[str, Any] = {"rank": world.rank, "trains": not strategy.serves,
                               "device": str(trainer.device), "steps_run": result.steps,
+                              "task": type(trainer.task).__name__,
                               "device_info": device_info(trainer.device)}  # fmt: skip
     if strategy.serves:
         m = result.metrics
@@ -775,11 +781,10 @@ def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
         if cfg.run.precision == "bf16"
         else nullcontext()
     )
-    step = (
-        _gan_step(cfg, models, optimizers, autocast, dev)
-        if cfg.task == "gan"
-        else _supervised_step(models["model"], optimizers["model"], autocast)
-    )
+    if cfg.task == "gan":
+        step, path = _gan_step(cfg, models, optimizers, autocast, dev)
+    else:
+        step, path = _supervised_step(models["model"], optimizers["model"], autocast), "eager"
     for m in models.values():
         m.train()
     b = cfg.train.batch_size
@@ -793,7 +798,8 @@ def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
         step({k: v[idx].to(dev, non_blocking=True) for k, v in data.items()})
     _sync(dev)
     seconds = time.perf_counter() - start
-    return {"rank": 0, "trains": True, "device": str(dev), "window_s": seconds,
+    return {"rank": 0, "trains": True, "device": str(dev), "task": f"plain loop, {path}",
+            "window_s": seconds,
             "samples_per_s": steps * b / seconds, "ms_per_step": 1e3 * seconds / steps,
             "device_info": device_info(dev)}  # fmt: skip
 
@@ -813,15 +819,57 @@ def _supervised_step(model, optimizer, autocast) -> Callable[[dict[str, torch.Te
 
 
 def _gan_step(cfg: Config, models, optimizers, autocast, dev: torch.device):
-    """The 3DGAN step of tasks/gan.py written out by hand: D once, then G twice."""
+    """The 3DGAN step by hand: D `discriminator_steps` times, then G `generator_steps` times.
+
+    Its losses are those of the trainer's path for this config: on the fast path
+    (gan.fast_path, on by default for the 3DGAN on a GPU) the same FastGanLosses, compiled
+    alike, since they are the model's computation; otherwise tasks/gan.py's written out here.
+    """
+    from scaletrain.tasks.fast_gan import FastGanLosses, use_fast_path
+
     g, d = models["generator"], models["discriminator"]
     opt_g, opt_d = optimizers["generator"], optimizers["discriminator"]
     gan = cfg.gan
+    if use_fast_path(gan, models, dev):
+        compile = gan.compile and dev.type == "cuda"
+        fast = FastGanLosses(g, d, gan, autocast, compile=compile)
+        d_loss, g_loss = fast.d_loss, fast.g_loss
+        path = "FastGanLosses" + (", compiled" if compile else "")
+    else:
+        d_loss, g_loss = _eager_gan_losses(gan, g, d, autocast, dev)
+        path = "eager 3DGAN losses"
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        real, energy = batch["ECAL"].unsqueeze(1), batch["energy"]
+        if gan.image_scale != 1.0:
+            real = real * gan.image_scale
+        for _ in range(gan.discriminator_steps):
+            loss = d_loss(real, energy)[0]
+            opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_d.step()
+        d.requires_grad_(False)
+        for _ in range(gan.generator_steps):
+            loss = g_loss(real.shape[0])[0]
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+        d.requires_grad_(True)
+
+    return step, path
+
+
+def _eager_gan_losses(gan: Any, g, d, autocast, dev: torch.device):
+    """tasks/gan.py's losses in plain PyTorch: d_loss(real, energy), g_loss(n), each a
+    stacked (total, bce, mape) tensor."""
     w_bce, w_ep, w_ecal = gan.loss_weights
     lo, hi = gan.gen_energy_range
 
     def mape(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 100.0 * ((pred - target).abs() / target.abs().clamp_min(1e-7)).mean()
+
+    def energies(n: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, device=dev)
 
     def latent(energy: torch.Tensor) -> torch.Tensor:
         z = torch.randn(energy.shape[0], gan.latent_size, device=dev)
@@ -831,44 +879,33 @@ def _gan_step(cfg: Config, models, optimizers, autocast, dev: torch.device):
         y = torch.full((n,), value, device=dev)
         return torch.where(torch.rand(n, device=dev) < gan.label_flip, 1.0 - y, y)
 
-    def step(batch: dict[str, torch.Tensor]) -> None:
-        real, energy = batch["ECAL"].unsqueeze(1) * gan.image_scale, batch["energy"]
+    def d_loss(real: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         n = real.shape[0]
-        for _ in range(gan.discriminator_steps):
-            fake_energy = lo + (hi - lo) * torch.rand(n, device=dev)
-            with torch.no_grad(), autocast:
-                fake = g(latent(fake_energy))
-            with autocast:
-                real_logit, real_ep = d(real)
-                fake_logit, fake_ep = d(fake)
-            bce = 0.5 * (
-                F.binary_cross_entropy_with_logits(real_logit.float(), labels(1.0, n))
-                + F.binary_cross_entropy_with_logits(fake_logit.float(), labels(0.0, n))
-            )
-            ep = 0.5 * (
-                mape(real_ep.float(), energy * gan.energy_scale)
-                + mape(fake_ep.float(), fake_energy * gan.energy_scale)
-            )
-            opt_d.zero_grad(set_to_none=True)
-            (w_bce * bce + w_ep * ep).backward()
-            opt_d.step()
-        d.requires_grad_(False)
-        for _ in range(gan.generator_steps):
-            e = lo + (hi - lo) * torch.rand(n, device=dev)
-            with autocast:
-                fake = g(latent(e))
-                logit, ep_pred = d(fake)
-            loss = (
-                w_bce * F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(e))
-                + w_ep * mape(ep_pred.float(), e * gan.energy_scale)
-                + w_ecal
-                * mape(
-                    fake.float().sum(dim=(1, 2, 3, 4)), gan.sampling_fraction * e * gan.image_scale
-                )
-            )
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-        d.requires_grad_(True)
+        fake_energy = energies(n)
+        with torch.no_grad(), autocast:
+            fake = g(latent(fake_energy))
+        with autocast:
+            real_logit, real_ep = d(real)
+            fake_logit, fake_ep = d(fake)
+        bce = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logit.float(), labels(1.0, n))
+            + F.binary_cross_entropy_with_logits(fake_logit.float(), labels(0.0, n))
+        )
+        ep = 0.5 * (
+            mape(real_ep.float(), energy * gan.energy_scale)
+            + mape(fake_ep.float(), fake_energy * gan.energy_scale)
+        )
+        return torch.stack([w_bce * bce + w_ep * ep, bce, ep])
 
-    return step
+    def g_loss(n: int) -> torch.Tensor:
+        e = energies(n)
+        with autocast:
+            fake = g(latent(e))
+            logit, ep_pred = d(fake)
+        bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(e))
+        ep = mape(ep_pred.float(), e * gan.energy_scale)
+        deposit = gan.sampling_fraction * e * gan.image_scale
+        ecal = mape(fake.float().sum(dim=(1, 2, 3, 4)), deposit)
+        return torch.stack([w_bce * bce + w_ep * ep + w_ecal * ecal, bce, ecal])
+
+    return d_loss, g_loss
