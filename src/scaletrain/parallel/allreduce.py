@@ -9,11 +9,17 @@ bucket is flattened and an asynchronous all-reduce starts while backward goes on
 parameters that receive gradients, so a frozen discriminator during the generator steps, or
 a generator run under no_grad during the discriminator step, costs nothing. Buffers (batch
 norm statistics) are broadcast from the group's first rank once per step.
+
+A `Watchdog` (liveness.py) beats for every process of the group: a rank that dies or freezes
+ends the group within `parallel.timeout_s`, named; a collective that fails otherwise (a
+rank stuck with its threads alive: the process group's timeout) is one TrainingError.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,8 +27,9 @@ import torch
 from torch import nn
 
 from scaletrain.config import ParallelConfig
-from scaletrain.errors import ConfigError
+from scaletrain.errors import ConfigError, TrainingError
 from scaletrain.parallel.layout import Layout
+from scaletrain.parallel.liveness import Watchdog
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World, init_process_group
 
@@ -147,6 +154,7 @@ class AllReduceStrategy(Strategy):
         self._models: dict[str, nn.Module] = {}
         self._optimizers: dict[str, Any] = {}
         self._lr: LrScaling | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def is_main(self) -> bool:
@@ -177,7 +185,11 @@ class AllReduceStrategy(Strategy):
         if self.group_size > 1:
             device = self._device or next(next(iter(models.values())).parameters()).device
             init_process_group(self.comm, device, self.cfg.timeout_s)
-            self._broadcast(models, params=True)
+            self._watchdog = Watchdog(
+                self.comm, self.world.rank, self.cfg.timeout_s, "the all-reduce group"
+            )
+            with self._collective():
+                self._broadcast(models, params=True)
             size = int(self.cfg.bucket_mb * 2**20)
             self._syncs = {
                 name: GradientSync(m, self.group_size, size) for name, m in models.items()
@@ -217,14 +229,32 @@ class AllReduceStrategy(Strategy):
                 t.copy_(flat[offset : offset + t.numel()].view_as(t))
                 offset += t.numel()
 
+    @contextmanager
+    def _collective(self) -> Iterator[None]:
+        """Collectives of the group: a failure is a lost rank named by the watchdog (which
+        ends this process) or, with every rank still beating, one TrainingError."""
+        try:
+            yield
+        except RuntimeError as exc:  # Gloo/NCCL errors and timeouts, MPI errors
+            if self._watchdog is not None:
+                self._watchdog.await_verdict()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise TrainingError(
+                f"a collective of the all-reduce group failed while every rank still beats "
+                f"(a rank is stuck, or the network failed; parallel.timeout_s="
+                f"{self.cfg.timeout_s:g}): {first}"
+            ) from None
+
     def after_backward(self, name: str, module: nn.Module) -> None:
         sync = self._syncs.get(name)
         if sync is not None:
-            sync.finish()
+            with self._collective():
+                sync.finish()
 
     def end_step(self, step: int) -> None:
         if self.group_size > 1:
-            self._broadcast(self._models, params=False)
+            with self._collective():
+                self._broadcast(self._models, params=False)
         if self._lr is not None:
             LrScaling.rescale(self._optimizers, self._lr.factor(step) / self._lr.factor(step - 1))
 
@@ -236,7 +266,8 @@ class AllReduceStrategy(Strategy):
         keys = sorted(metrics)
         values = np.array([metrics[k] for k in keys], dtype=np.float64)
         total = np.empty_like(values)
-        self.comm.Allreduce(values, total, op=MPI.SUM)
+        with self._collective():
+            self.comm.Allreduce(values, total, op=MPI.SUM)
         return {k: float(v) / self.group_size for k, v in zip(keys, total, strict=True)}
 
     def describe(self) -> dict[str, Any]:
@@ -255,5 +286,8 @@ class AllReduceStrategy(Strategy):
 
         for sync in self._syncs.values():
             sync.remove()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         if self.group_size > 1:
             destroy_process_group()
