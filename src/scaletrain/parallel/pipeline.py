@@ -186,13 +186,13 @@ class StagePlan:
             f"pipeline: {self.model} in {self.stages} stages, cut by {self.split} "
             f"(largest stage {self.imbalance:.2f}x the mean)"
         )
-        lines = [head, f"{'stage':>6} {'layers':>8}  {'from':<12} {'to':<12} "
-                       f"{'params':>9} {'MFLOP/sample':>12} {'share':>6}"]  # fmt: skip
+        lines = [head, f"{'stage':>6} {'layers':>8}  {'from':<14} {'to':<14} "
+                       f"{'params':>9} {'FLOP/sample':>11} {'share':>6}"]  # fmt: skip
         for s, (start, stop) in enumerate(self.bounds):
             part = self.layers[start:stop]
             lines.append(
-                f"{s:>6} {f'{start}-{stop - 1}':>8}  {part[0].kind:<12} {part[-1].kind:<12} "
-                f"{sum(c.params for c in part):>9} {sum(c.flops for c in part) / 1e6:>12.2f} "
+                f"{s:>6} {f'{start}-{stop - 1}':>8}  {part[0].kind:<14} {part[-1].kind:<14} "
+                f"{sum(c.params for c in part):>9} {_si(sum(c.flops for c in part)):>11} "
                 f"{self.stage_cost(s) / total:>6.1%}"
             )
         return "\n".join(lines)
@@ -207,6 +207,13 @@ class StagePlan:
             "stage_params": [sum(c.params for c in self.layers[a:b]) for a, b in self.bounds],
             "imbalance": round(self.imbalance, 3),
         }
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
 
 
 def plan_stages(
