@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _mpi import clean_env, mpirun
+from _mpi import clean_env, mpirun, run_driver
 from torch import nn
 
 from scaletrain.config import ParallelConfig, load_config, save_config
@@ -260,3 +260,17 @@ def test_a_wrong_pipeline_layout_is_one_line_before_any_process_starts(class_ove
     assert len(lines) == 1, done.stderr
     assert "model 'model' has 2 layers, too few for 3 stages" in lines[0]
     assert not (tmp_path / "flat").exists()  # nothing ran
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_hung_stage_is_named_within_the_timeout(class_overrides, tmp_path):
+    overrides = class_overrides(
+        "hang", "train.epochs=1", "parallel.mode=pipeline", "parallel.timeout_s=5"
+    )
+    runs = [{"name": "hang", "overrides": overrides, "hang": {"rank": 1, "step": 3}}]
+    results, _, proc = run_driver(2, runs, tmp_path / "job", timeout=100)
+    assert proc.returncode != 0
+    error = results["hang"]["error"]
+    assert error.startswith("pipeline stage 0:") and "rank 1" in error
+    assert "within 5 s (parallel.timeout_s); it died or hung" in error

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,8 +265,20 @@ class Links:
     message starts with a small int64 header (the model call it belongs to, then dtype and
     shape of each tensor), so the receiver needs no prior knowledge of activation shapes."""
 
-    def __init__(self, rank: int, size: int, device: torch.device) -> None:
-        self.rank, self.size, self.device = rank, size, device
+    def __init__(self, rank: int, size: int, device: torch.device, timeout_s: float = 60.0) -> None:
+        self.rank, self.size, self.device, self.timeout_s = rank, size, device, timeout_s
+
+    @contextmanager
+    def _waiting(self, what: str, peer: int) -> Iterator[None]:
+        """A peer that died or hung surfaces here (Gloo / NCCL time out): one clear line."""
+        try:
+            yield
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise TrainingError(
+                f"pipeline stage {self.rank}: {what} rank {peer} failed within "
+                f"{self.timeout_s:g} s (parallel.timeout_s); it died or hung ({first})"
+            ) from None
 
     def _header(self, call: int, kind: int, tensors: list[torch.Tensor | None]) -> torch.Tensor:
         if len(tensors) > _MAX_TENSORS:
@@ -325,7 +339,8 @@ class Links:
         import torch.distributed as dist
 
         header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
-        dist.recv(header, src, tag=tag)
+        with self._waiting("receiving from", src):
+            dist.recv(header, src, tag=tag)
         got, kind, metas = self._parse(header)
         self._check(got, call, src)
         tensors: list[torch.Tensor | None] = []
@@ -334,7 +349,8 @@ class Links:
                 tensors.append(None)
                 continue
             buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.device)
-            dist.recv(buf, src, tag=tag)
+            with self._waiting("receiving from", src):
+                dist.recv(buf, src, tag=tag)
             tensors.append(buf)
         return kind, tensors, [m.requires_grad for m in metas]
 
@@ -350,7 +366,8 @@ class Links:
             header = self._header(call, int(spec_text is not None), list(tensors or []))
         else:
             header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
-        dist.broadcast(header, src)
+        with self._waiting("the broadcast from", src):
+            dist.broadcast(header, src)
         got, changed, metas = self._parse(header)
         self._check(got, call, src)
         if changed:
@@ -363,21 +380,23 @@ class Links:
                 buf = tensors[i].contiguous()
             else:
                 buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.device)
-            dist.broadcast(buf, src)
+            with self._waiting("the broadcast from", src):
+                dist.broadcast(buf, src)
             out.append(buf)
         return out, spec_text if changed else None
 
     def broadcast_like(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
         import torch.distributed as dist
 
-        dist.broadcast(tensor, src)
+        with self._waiting("the broadcast from", src):
+            dist.broadcast(tensor, src)
         return tensor
 
-    @staticmethod
-    def wait(pending: list[Any]) -> None:
-        for item in pending:
-            if not isinstance(item, torch.Tensor) and item is not None:
-                item.wait()
+    def wait(self, pending: list[Any], peer: int) -> None:
+        with self._waiting("sending to", peer):
+            for item in pending:
+                if not isinstance(item, torch.Tensor) and item is not None:
+                    item.wait()
 
 
 # ---------------------------------------------------------------------------- the module
@@ -510,7 +529,7 @@ class PipelineModule(nn.Module):
             if run is not None:
                 run.inputs.append(inp)
                 run.outputs.append(y)
-        self.links.wait(pending)
+        self.links.wait(pending, s + 1)
         leaves: list[torch.Tensor] | None = None
         text: str | None = None
         if self.last:
@@ -567,7 +586,7 @@ class PipelineModule(nn.Module):
             else:
                 x_grads[m] = in_grads[0]
             run.outputs[m] = run.inputs[m] = None  # free this micro-batch's activations
-        self.links.wait(pending)
+        self.links.wait(pending, s - 1)
         if not run.x_requires_grad:
             return None
         if self.first:
@@ -743,7 +762,7 @@ class PipelineStrategy(Strategy):
     ) -> dict[str, nn.Module]:
         if self.stages > 1:
             init_process_group(self.world.comm, device, self.cfg.timeout_s)
-        self._links = Links(self.rank, self.stages, device)
+        self._links = Links(self.rank, self.stages, device, self.cfg.timeout_s)
         out: dict[str, nn.Module] = {}
         for name, model in models.items():
             layers = chain_of(name, model)
