@@ -53,6 +53,8 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     rate = plain["samples_per_s"]
     assert rate > 0 and plain["speedup"] == 1.0
     assert _close(result["overhead"], 1 - none["samples_per_s"] / rate)
+    cpu = result["overhead_cpu_time"]
+    assert _close(cpu, 1 - plain["cpu_ms_per_step"] / none["cpu_ms_per_step"])
 
     rows = {(r["mode"], r["processes"]): r for r in result["rows"]}
     assert list(rows) == [("allreduce", 1), ("allreduce", 2), ("downpour", 1), ("downpour", 2)]
@@ -68,7 +70,7 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
         assert _close(row["speedup"], row["samples_per_s"] / rate)
         assert _close(row["efficiency"], row["samples_per_s"] / (workers * rate))
         assert _close(row["per_worker_ratio"], row["per_worker_samples_per_s"] / rate)
-        assert row["ms_per_step"] > 0
+        assert row["ms_per_step"] > 0 and row["cpu_ms_per_step"] > 0
     assert rows["allreduce", 2]["workers"] == 2 and rows["allreduce", 2]["servers"] == 0
     ps = rows["downpour", 2]
     assert (ps["workers"], ps["servers"]) == (1, 1)
@@ -92,6 +94,10 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert f"{rate:,.1f}" in table[1]
     assert "skipped" in table[5]
     assert f"**{targets['overhead']['status']}**" in md
+    assert (
+        f"overhead by CPU time per step (hardly affected by other jobs on the cores): {cpu:.1%}"
+        in md
+    )
     assert {p.name for p in (out / "logs").iterdir()} == {
         "plain-np1.log", "none-np1.log", "allreduce-np1.log", "allreduce-np2.log",
         "downpour-np2.log",
@@ -161,6 +167,8 @@ def test_gan_plain_loop_and_framework_rank_time_their_window(kind, fast, tmp_pat
     (rank,) = record["ranks"]
     assert rank["trains"] and rank["samples_per_s"] > 0
     assert rank["samples_per_s"] == pytest.approx(2 * 2 / rank["window_s"])
+    assert rank["ms_per_step"] == pytest.approx(1e3 * rank["window_s"] / 2)
+    assert rank["cpu_ms_per_step"] > 0
     assert record["device"]["device"] == "cpu"
     if kind == "framework":
         assert rank["steps_run"] == s.epoch_steps  # the window lies inside the one epoch

@@ -253,6 +253,7 @@ class ScalingRow:
     samples_per_s: float | None = None  # all workers together
     per_worker_samples_per_s: float | None = None
     ms_per_step: float | None = None  # mean over workers
+    cpu_ms_per_step: float | None = None  # CPU time of a worker process per step, mean
     speedup: float | None = None  # samples_per_s / plain loop
     efficiency: float | None = None  # samples_per_s / (workers × plain loop)
     per_worker_ratio: float | None = None  # per worker / plain loop
@@ -281,6 +282,8 @@ class ScalingResult:
     overhead: float | None
     targets: dict[str, Any]
     command: str = ""
+    # the same comparison in CPU time per step (robust against other jobs on the cores)
+    overhead_cpu_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -380,6 +383,7 @@ def bench_scaling(
     report = on_run or (lambda row, repeat: None)
     points = [("plain", 1), ("none", 1), *((m, n) for m in s.modes for n in s.nps)]
     runs: dict[tuple[str, int], list[tuple[ScalingRow, dict[str, Any]]]] = {p: [] for p in points}
+    load_start = _load_average()
     work = Path(tempfile.mkdtemp(prefix="scaling-", dir=out_dir if keep_runs else None))
     try:
         runner = _Runner(s, out_dir, work)
@@ -404,13 +408,29 @@ def bench_scaling(
         round(1.0 - framework.samples_per_s / plain_rate, 4) if plain.ok and framework.ok else None
     )
     targets = check_targets(s.device, framework, rows, overhead)
+    # other jobs on the machine skew every number: the load says how much there was
     settings_out = {**asdict(s), "batch_size": s.batch, "cpu_count": os.cpu_count(),
-                    "epoch_steps": s.epoch_steps}  # fmt: skip
-    result = ScalingResult(
-        settings_out, device, plain, framework, rows, overhead, targets, s.command(out_dir)
+                    "epoch_steps": s.epoch_steps,
+                    "load_average": {"start": load_start, "end": _load_average()}}  # fmt: skip
+    overhead_cpu = (
+        round(1.0 - plain.cpu_ms_per_step / framework.cpu_ms_per_step, 4)
+        if plain.cpu_ms_per_step and framework.cpu_ms_per_step
+        else None
     )
+    result = ScalingResult(
+        settings_out, device, plain, framework, rows, overhead, targets, s.command(out_dir),
+        overhead_cpu,
+    )  # fmt: skip
     write_outputs(result, out_dir)
     return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the system does not say)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _median(
@@ -513,6 +533,7 @@ def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
     row.samples_per_s = round(sum(rates), 2)
     row.per_worker_samples_per_s = round(sum(rates) / len(rates), 2)
     row.ms_per_step = round(statistics.fmean(r["ms_per_step"] for r in trainers), 3)
+    row.cpu_ms_per_step = round(statistics.fmean(r["cpu_ms_per_step"] for r in trainers), 3)
     servers = [r for r in ranks if not r["trains"] and r.get("ps_updates")]
     if servers:
         updates = sum(r["ps_updates"] for r in servers)
@@ -569,6 +590,7 @@ def table_rows(result: ScalingResult) -> list[list[str]]:
 def markdown(result: ScalingResult) -> str:
     s, dev = result.settings, result.device
     name = dev.get("name") or dev.get("device", s["device"])
+    load = s.get("load_average", {})
     lines = [
         f"# Scaling: {s['model']}, batch {s['batch_size']} per process, {s['precision']}, "
         f"{s['device']}",
@@ -580,7 +602,8 @@ def markdown(result: ScalingResult) -> str:
         f"{s['steps']} timed steps after {s['warmup']} warm-up steps per process; median of "
         f"{s['repeats']} run(s). Samples are counted on workers only (parameter-server modes: "
         f"N processes = 1 master + N - 1 workers); efficiency = samples/s ÷ (workers × plain "
-        f"loop); staleness as measured by the master over the whole run.",
+        f"loop); staleness as measured by the master over the whole run. Load average "
+        f"(1 min) at start / end: {load.get('start')} / {load.get('end')}.",
         "",
         f"Step: plain loop with {result.plain.task.removeprefix('plain loop, ') or '?'}; "
         f"framework task {result.framework.task or '?'}.",
@@ -591,6 +614,14 @@ def markdown(result: ScalingResult) -> str:
     lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(headers))) + "|")
     for row in table_rows(result):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    if result.overhead_cpu_time is not None:
+        lines += [
+            "",
+            f"Framework overhead by CPU time per step (hardly affected by other jobs on the "
+            f"cores): {result.overhead_cpu_time:.1%} (plain loop "
+            f"{result.plain.cpu_ms_per_step:.2f} ms, framework "
+            f"{result.framework.cpu_ms_per_step:.2f} ms).",
+        ]
     lines += ["", "Targets:", ""]
     for target in result.targets.values():
         value = target.get("value")
@@ -665,28 +696,39 @@ def _sync(dev: torch.device) -> None:
 
 
 class StepTimer:
-    """The trainer's step_callback: stamps the end of steps `warmup` and `warmup + steps`."""
+    """The trainer's step_callback (and the plain loop's): stamps the end of steps `warmup`
+    and `warmup + steps`, in wall time and in this process's CPU time (all its threads)."""
 
     def __init__(self, warmup: int, steps: int, device: torch.device | None = None) -> None:
         self.first, self.last = warmup, warmup + steps
         self.device = device or torch.device("cpu")
-        self.start: float | None = None
-        self.end: float | None = None
+        self.start: tuple[float, float] | None = None
+        self.end: tuple[float, float] | None = None
 
     def __call__(self, step: int) -> None:
         if step == self.first or step == self.last:
             _sync(self.device)  # what the GPU still has queued belongs to these steps
+            now = (time.perf_counter(), time.process_time())
             if step == self.first:
-                self.start = time.perf_counter()
+                self.start = now
             else:
-                self.end = time.perf_counter()
+                self.end = now
 
-    def seconds(self) -> float:
+    def record(self, samples_per_step: int) -> dict[str, float]:
+        """Rates over the window. CPU time per step hardly depends on other jobs sharing the
+        cores (wall time does), so it compares 1-process runs on a busy machine."""
         if self.start is None or self.end is None:
             raise TrainingError(
                 f"the run ended before step {self.last}: the timed window was not reached"
             )
-        return self.end - self.start
+        steps = self.last - self.first
+        seconds = self.end[0] - self.start[0]
+        return {
+            "window_s": seconds,
+            "samples_per_s": steps * samples_per_step / seconds,
+            "ms_per_step": 1e3 * seconds / steps,
+            "cpu_ms_per_step": 1e3 * (self.end[1] - self.start[1]) / steps,
+        }
 
 
 def run_rank(spec_path: Path) -> None:
@@ -747,12 +789,7 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
             ps_updates=m.get("ps/updates", 0.0),
         )
     else:
-        seconds = timer.seconds()
-        record.update(
-            window_s=seconds,
-            samples_per_s=spec["steps"] * cfg.train.batch_size / seconds,
-            ms_per_step=1e3 * seconds / spec["steps"],
-        )
+        record.update(timer.record(cfg.train.batch_size))
     return record
 
 
@@ -789,19 +826,13 @@ def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
         m.train()
     b = cfg.train.batch_size
     order = torch.randperm(next(iter(data.values())).shape[0])
-    start = 0.0
+    timer = StepTimer(warmup, steps, dev)
     for i in range(warmup + steps):
-        if i == warmup:
-            _sync(dev)
-            start = time.perf_counter()
         idx = order[i * b : (i + 1) * b]
         step({k: v[idx].to(dev, non_blocking=True) for k, v in data.items()})
-    _sync(dev)
-    seconds = time.perf_counter() - start
+        timer(i + 1)
     return {"rank": 0, "trains": True, "device": str(dev), "task": f"plain loop, {path}",
-            "window_s": seconds,
-            "samples_per_s": steps * b / seconds, "ms_per_step": 1e3 * seconds / steps,
-            "device_info": device_info(dev)}  # fmt: skip
+            **timer.record(b), "device_info": device_info(dev)}  # fmt: skip
 
 
 def _supervised_step(model, optimizer, autocast) -> Callable[[dict[str, torch.Tensor]], None]:
