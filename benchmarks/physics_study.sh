@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU study of docs/physics.md: train the published 3DGAN on simulated showers with one
+# process and with several, then generate and validate each against an independent sample.
+# Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
+#   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
+# Every run has a time limit (LIMIT seconds); a run stopped by it keeps its last finished
+# epoch, which is then generated from and validated like a finished run.
+set -uo pipefail
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
+OUT=${OUT:-study_out}; DATA=${DATA:-/tmp/study}; N=${N:-55000}; EPOCHS=${EPOCHS:-5}
+BATCH=${BATCH:-128}; LIMIT=${LIMIT:-400}; WORKERS=${WORKERS:-14}  # CONFIG: another config
+st="python -m scaletrain"
+LOG="$DATA/out"
+mkdir -p "$OUT" "$LOG"
+[ -d "$DATA/train" ] || $st data simulate --out "$DATA/train" --n "$N" --energies 2:500 \
+  --seed 0 --workers "$WORKERS" --no-progress
+[ -d "$DATA/ref" ] || $st data simulate --out "$DATA/ref" --n 10000 --energies 10:500 \
+  --seed 1 --workers "$WORKERS" --shard-size 10000 --no-progress
+common=("${CONFIG:-configs/3dgan.yaml}" --epochs "$EPOCHS" --set "run.precision=${PRECISION:-bf16}"
+  --set "data.path=$DATA/train" --set "train.batch_size=$BATCH" --set train.fidelity_every=1
+  --set train.fidelity_showers=2000 --set train.progress=false --set gan.compile=false
+  --set train.log_every=100)
+for run in "$@"; do
+  dir="$DATA/runs/$run"
+  case $run in
+    single) args=() ;;
+    allreduce) args=(--mode allreduce --np 2) ;;
+    allreduce-scaled) args=(--mode allreduce --np 2 --set parallel.lr_scaling=linear
+      --set parallel.warmup_epochs=1) ;;
+    downpour) args=(--mode downpour --np 3) ;;
+    *) echo "unknown run $run"; exit 2 ;;
+  esac
+  start=$(date +%s)
+  timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" --run-dir "$dir" --overwrite \
+    > "$LOG/$run.train.log" 2>&1
+  echo "$run: train exit $? after $(( $(date +%s) - start )) s"
+  $st generate "$dir/best.pt" --out "$dir/generated.h5" --n 10000 --energies 10:500 \
+    --seed 2 --no-fast --overwrite > "$LOG/$run.generate.log" 2>&1
+  $st validate "$dir/generated.h5" --reference "$DATA/ref/showers_000.h5" \
+    --report "$dir/report" --overwrite > "$LOG/$run.validate.log" 2>&1
+  tail -n 25 "$LOG/$run.validate.log"
+  cp "$dir/metrics.jsonl" "$LOG/$run.metrics.jsonl"
+  tar -C "$dir" -czf "$LOG/$run.report.tgz" report
+  python - "$dir/metrics.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "val/fidelity" in r:
+        print("  epoch", r["epoch"], "step", r["step"], "val/fidelity", round(r["val/fidelity"], 3))
+PY
+done
+# one archive: the logs, metrics and report of every run
+tar -C "$LOG" -czf "$OUT/study-$(echo "$@" | tr ' ' '_').tgz" .
