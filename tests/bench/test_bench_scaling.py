@@ -14,11 +14,13 @@ from scaletrain.bench.scaling import (
     ALLREDUCE_EFFICIENCY_MIN,
     ASYNC_PER_WORKER_MIN,
     OVERHEAD_MAX,
+    ScalingResult,
     ScalingRow,
     Settings,
     base_config,
     check_targets,
     derive,
+    markdown,
     run_rank,
     synthetic_data,
 )
@@ -88,6 +90,7 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert "allreduce_efficiency" not in targets  # a GPU target
 
     md = (out / "scaling.md").read_text()
+    assert markdown(ScalingResult.from_dict(result)) == md  # the JSON holds everything
     assert "scaletrain bench scaling --modes allreduce,downpour" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 2 + 4  # header, plain + framework, the four points

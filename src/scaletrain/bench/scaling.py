@@ -288,6 +288,12 @@ class ScalingResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScalingResult:
+        """Back from scaling.json (to re-render its Markdown and plot)."""
+        rows = {k: ScalingRow(**d[k]) for k in ("plain", "framework")}
+        return cls(**{**d, **rows, "rows": [ScalingRow(**r) for r in d["rows"]]})
+
     @property
     def failed(self) -> list[ScalingRow]:
         return [r for r in (self.plain, self.framework, *self.rows) if r.note.startswith("failed")]
@@ -555,6 +561,7 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "samples/s": ("samples_per_s", "{:,.1f}", "samples/s"),
     "per worker": ("per_worker_samples_per_s", "{:,.1f}", "per worker"),
     "ms/step": ("ms_per_step", "{:.2f}", "ms/step"),
+    "CPU ms/step": ("cpu_ms_per_step", "{:.2f}", "CPU ms"),
     "speedup": ("speedup", "{:.2f}", "speedup"),
     "efficiency": ("efficiency", "{:.1%}", "eff."),
     "per worker / plain": ("per_worker_ratio", "{:.1%}", "worker/plain"),
@@ -605,8 +612,7 @@ def markdown(result: ScalingResult) -> str:
         f"loop); staleness as measured by the master over the whole run. Load average "
         f"(1 min) at start / end: {load.get('start')} / {load.get('end')}.",
         "",
-        f"Step: plain loop with {result.plain.task.removeprefix('plain loop, ') or '?'}; "
-        f"framework task {result.framework.task or '?'}.",
+        f"Step: {result.plain.task or 'plain loop'}; framework: {result.framework.task or '?'}.",
         "",
     ]
     headers = list(COLUMNS)
