@@ -131,6 +131,12 @@ def test_speedup_efficiency_and_targets_follow_from_the_rates():
     assert slow.efficiency < ALLREDUCE_EFFICIENCY_MIN
     assert gpu["allreduce_efficiency"]["status"] == "not met"
     assert "async_per_worker" not in gpu
+    # three processes on two GPUs share one: not a measure of all-reduce scaling
+    shared = ScalingRow("allreduce", 3, 3, samples_per_s=200.0, per_worker_samples_per_s=66.7)
+    derive(shared, 100.0)
+    two = check_targets("cuda", framework, [shared], 0.01, gpus=2)
+    assert two["allreduce_efficiency"]["status"] == "not measured"
+    assert shared.target == "3 processes on 2 GPUs: not judged"
 
 
 def test_each_run_gets_enough_rows_for_its_training_processes():

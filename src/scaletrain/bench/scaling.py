@@ -309,9 +309,14 @@ def derive(row: ScalingRow, plain_rate: float | None) -> None:
 
 
 def check_targets(
-    device: str, framework: ScalingRow, rows: list[ScalingRow], overhead: float | None
+    device: str,
+    framework: ScalingRow,
+    rows: list[ScalingRow],
+    overhead: float | None,
+    gpus: int | None = None,
 ) -> dict[str, Any]:
-    """The issue's targets, met or not, with the values they were judged on."""
+    """The issue's targets, met or not, with the values they were judged on. All-reduce
+    efficiency is judged only where every process has a GPU of its own (N <= gpus)."""
 
     def verdict(values: list[bool]) -> str:
         return "met" if values and all(values) else "not met" if values else "not measured"
@@ -326,7 +331,11 @@ def check_targets(
     if overhead is not None:
         framework.target = f"overhead {overhead:.1%}: {'met' if ok else 'not met'}"
     async_rows = [r for r in rows if r.mode in PS_MODES and r.ok]
-    allreduce_rows = [r for r in rows if r.mode == "allreduce" and r.ok and r.processes > 1]
+    allreduce_rows = [
+        r
+        for r in rows
+        if r.mode == "allreduce" and r.ok and 1 < r.processes <= (gpus or r.processes)
+    ]
     if device == "cpu":
         checks = []
         for r in async_rows:
@@ -339,6 +348,9 @@ def check_targets(
             "values": {f"{r.mode} np={r.processes}": r.per_worker_ratio for r in async_rows},
         }  # fmt: skip
     else:
+        for r in rows:
+            if r.mode == "allreduce" and r.ok and gpus and r.processes > gpus:
+                r.target = f"{r.processes} processes on {gpus} GPUs: not judged"
         checks = []
         for r in allreduce_rows:
             met = r.efficiency is not None and r.efficiency >= ALLREDUCE_EFFICIENCY_MIN
@@ -413,7 +425,7 @@ def bench_scaling(
     overhead = (
         round(1.0 - framework.samples_per_s / plain_rate, 4) if plain.ok and framework.ok else None
     )
-    targets = check_targets(s.device, framework, rows, overhead)
+    targets = check_targets(s.device, framework, rows, overhead, device.get("gpus"))
     # other jobs on the machine skew every number: the load says how much there was
     settings_out = {**asdict(s), "batch_size": s.batch, "cpu_count": os.cpu_count(),
                     "epoch_steps": s.epoch_steps,
@@ -746,6 +758,8 @@ def run_rank(spec_path: Path) -> None:
     if spec["kind"] == "plain":
         record = {"ranks": [plain_loop(spec)]}
         record["device"] = record["ranks"][0].pop("device_info")
+        if torch.cuda.is_available():
+            record["device"]["gpus"] = torch.cuda.device_count()
         Path(spec["out"]).write_text(json.dumps(record))
         return
     from scaletrain.parallel.world import World
