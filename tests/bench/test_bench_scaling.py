@@ -144,6 +144,7 @@ def test_each_run_gets_enough_rows_for_its_training_processes():
     raw = base_config(s, "allreduce", "run", trainers=3)
     assert raw["data"]["args"]["n"] >= 14 * 8 * 3  # epoch_steps batches per process
     assert raw["parallel"]["mode"] == "allreduce" and raw["train"]["epochs"] == 1
+    assert raw["parallel"]["timeout_s"] == s.timeout_s  # compilation is no lost worker
     half = Settings(model="mlp", steps=10, warmup=2, batch_size=8)
     half.overrides = ("data.val_fraction=0.5",)
     held_out = base_config(half, "none", "run", trainers=1)

@@ -215,7 +215,9 @@ def base_config(s: Settings, mode: str, run_dir: str, trainers: int) -> dict[str
         "task": spec.task,
         "train": {"epochs": 1, "batch_size": s.batch,
                   "progress": False, "keep_last": 1},
-        "parallel": {"mode": mode},
+        # a first step that compiles (the GPU fast path: minutes) must not count as a lost
+        # worker; a process that really hangs meets the run's own timeout
+        "parallel": {"mode": mode, "timeout_s": max(60.0, s.timeout_s)},
     }  # fmt: skip
     for section, values in spec.sections.items():
         raw.setdefault(section, {}).update(values)
