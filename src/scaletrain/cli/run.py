@@ -89,6 +89,7 @@ def train(
         world.abort(2)
         raise
     if not strategy.is_main:
+        world.close(cfg.parallel.timeout_s, last=False)
         return  # one summary, from the rank that holds the run directory
     console.print(
         f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s, "
@@ -99,6 +100,9 @@ def train(
             f"best {result.best['metric']} = {result.best['value']:.4g} "
             f"(epoch {result.best['epoch']}): {result.run_dir / 'best.pt'}"
         )
+    # after a lost rank MPI_Finalize would wait forever: the main rank, the last to finish,
+    # ends the job then (MPI_Abort(0), its results written)
+    world.close(cfg.parallel.timeout_s, last=True)
 
 
 @app.command()

@@ -7,16 +7,21 @@ of the parallel package when a fold has several processes), and the group's firs
 sends the fold results back. The messages are small pickled objects on a duplicate of the
 world communicator (the control plane only; training never sees them).
 
-No wait is unbounded: a group that stays silent past trial_timeout (plus a grace period)
-has its trial recorded as failed and gets no more work; at the end the job is aborted so
-that its ranks do not hang.
+No wait is unbounded. Every training rank sends rank 0 a heartbeat (a thread, on its own
+communicator) every second or so: a group with a rank silent for parallel.timeout_s (dead
+or frozen) is lost, as is one that stays busy past trial_timeout (plus a grace period); its
+trial is recorded as failed, it gets no more work, the study goes on with the other groups,
+and at the end the job is aborted (exit 3) so that what is left of the group does not hang.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
+
+import numpy as np
 
 from scaletrain.config import Config
 from scaletrain.errors import LayoutError
@@ -24,9 +29,10 @@ from scaletrain.hpo.driver import TrialReporter
 from scaletrain.hpo.space import with_params
 from scaletrain.hpo.trial import FoldResult, TrialTask, run_fold
 from scaletrain.parallel.layout import Layout
+from scaletrain.parallel.liveness import beat_interval
 from scaletrain.parallel.world import World
 
-TASK, RESULT, REPORT, DECISION = 71, 72, 73, 74
+TASK, RESULT, REPORT, DECISION, BEAT = 71, 72, 73, 74, 75
 GRACE_S = 60.0  # beyond trial_timeout before a silent group is given up
 
 
@@ -43,16 +49,21 @@ def run_mpi(cfg: Config, raw: dict[str, Any], dists: dict[str, Any], options, wo
     raw = with_params(raw, fold_parallel(cfg, layout))
     # collective splits, in the same order on every rank
     control = world.comm.Dup()
+    beats = world.comm.Dup()  # heartbeats, apart from the trials' messages
     group_comm = world.split(layout.group_color(world.rank))
     fold_comm = world.split(layout.fold_color(world.rank))
+    timeout_s = cfg.parallel.timeout_s
     if world.rank != 0:
+        heart = Heartbeat(beats, beat_interval(timeout_s))
         try:
             serve_group(world, layout, control, group_comm, fold_comm)
         except Exception as exc:  # a bug, not a failed trial: the others would wait forever
             print(f"error: rank {world.rank}: {type(exc).__name__}: {exc}", file=sys.stderr)
             world.abort(1)
+        finally:
+            heart.stop()
         return None
-    evaluator = MpiEvaluator(control, layout)
+    evaluator = MpiEvaluator(control, layout, beats, timeout_s)
     try:
         return run_study(cfg, raw, dists, evaluator, options, header=layout.table())
     finally:
@@ -80,15 +91,46 @@ def fold_parallel(cfg: Config, layout: Layout) -> dict[str, Any]:
     }
 
 
+class Heartbeat:
+    """A training rank's thread telling rank 0 that this process is alive."""
+
+    def __init__(self, comm: Any, interval: float) -> None:
+        self.comm, self.interval = comm, interval
+        self.beat = np.zeros(1, dtype=np.int64)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scaletrain-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        request = None
+        while not self._stop.is_set():
+            # one message in flight at most: none pile up while rank 0 is busy
+            if request is None or request.Test():
+                self.beat[0] += 1
+                request = self.comm.Isend(self.beat, dest=0, tag=BEAT)
+            self._stop.wait(self.interval)
+        if request is not None and not request.Test():
+            request.Cancel()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5 * self.interval)
+
+
 class MpiEvaluator:
     """Rank 0's side: trials go to free groups, results and epoch reports come back."""
 
-    def __init__(self, comm: Any, layout: Layout) -> None:
+    def __init__(self, comm: Any, layout: Layout, beats: Any, timeout_s: float) -> None:
         self.comm = comm
+        self.beats, self.timeout_s = beats, timeout_s
         self.reporter: TrialReporter | None = None
         self.free = [layout.fold_base(g, 0) for g in range(layout.groups)]
         self.busy: dict[int, tuple[TrialTask, float]] = {}
         self.lost: list[int] = []
+        span = layout.folds * layout.fold_size
+        self.members = {leader: range(leader, leader + span) for leader in self.free}
+        self.heard = dict.fromkeys(range(1, layout.size), time.monotonic())
+        self._beat = np.zeros(1, dtype=np.int64)
 
     @property
     def slots(self) -> int:
@@ -115,10 +157,13 @@ class MpiEvaluator:
                     self.comm.send(bool(prune), dest=source, tag=DECISION)
                 elif tag == RESULT:
                     number, results = message
+                    if source in self.lost:  # already failed and given up
+                        continue
                     self.busy.pop(source, None)
                     self.free.append(source)
                     out.append((number, results))
             out += self._give_up_silent_groups()
+            out += self._give_up_lost_groups()
             if out or time.monotonic() >= end:
                 return out
             time.sleep(0.005)
@@ -136,6 +181,34 @@ class MpiEvaluator:
                 out.append((task.number, [FoldResult(0, error=error)]))
         return out
 
+    def _give_up_lost_groups(self) -> list[tuple[int, list[FoldResult]]]:
+        """Groups with a rank whose heartbeats stopped for timeout_s: dead or frozen."""
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        while self.beats.Iprobe(source=MPI.ANY_SOURCE, tag=BEAT, status=status):
+            self.beats.Recv(self._beat, source=status.Get_source(), tag=BEAT)
+            self.heard[status.Get_source()] = time.monotonic()
+        now, out = time.monotonic(), []
+        for leader in [*self.busy, *self.free]:
+            silent = [r for r in self.members[leader] if now - self.heard[r] > self.timeout_s]
+            if not silent:
+                continue
+            names = ", ".join(str(r) for r in silent)
+            error = (
+                f"the group led by rank {leader} lost rank {names}: no heartbeat for "
+                f"{now - self.heard[silent[0]]:.1f} s (parallel.timeout_s={self.timeout_s:g}); "
+                f"it died or froze and gets no more trials"
+            )
+            print(f"warning: {error}", file=sys.stderr, flush=True)
+            self.lost.append(leader)
+            if leader in self.free:
+                self.free.remove(leader)
+            else:
+                task, _ = self.busy.pop(leader)
+                out.append((task.number, [FoldResult(0, error=error)]))
+        return out
+
     def close(self) -> None:
         """Tell the idle groups to stop (busy ones are waited for by the driver first)."""
         for leader in self.free:
@@ -149,8 +222,9 @@ def serve_group(world: World, layout: Layout, control: Any, group_comm: Any, fol
 
     role = layout.role(world.rank)
     fold_world = World(
-        fold_comm.rank, fold_comm.size, fold_comm, world.local_rank, world.local_size
-    )
+        fold_comm.rank, fold_comm.size, fold_comm, world.local_rank, world.local_size,
+        peer_loss_ends_job=False,  # the coordinator gives this group up instead
+    )  # fmt: skip
     leader = group_comm.rank == 0
     while True:
         task = control.recv(source=0, tag=TASK) if leader else None

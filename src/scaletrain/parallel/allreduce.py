@@ -186,8 +186,9 @@ class AllReduceStrategy(Strategy):
             device = self._device or next(next(iter(models.values())).parameters()).device
             init_process_group(self.comm, device, self.cfg.timeout_s)
             self._watchdog = Watchdog(
-                self.comm, self.world.rank, self.cfg.timeout_s, "the all-reduce group"
-            )
+                self.comm, self.world.rank, self.cfg.timeout_s, "the all-reduce group",
+                fatal=self.world.peer_loss_ends_job,
+            )  # fmt: skip
             with self._collective():
                 self._broadcast(models, params=True)
             size = int(self.cfg.bucket_mb * 2**20)
@@ -236,8 +237,9 @@ class AllReduceStrategy(Strategy):
         try:
             yield
         except RuntimeError as exc:  # Gloo/NCCL errors and timeouts, MPI errors
-            if self._watchdog is not None:
-                self._watchdog.await_verdict()
+            verdict = self._watchdog.await_verdict() if self._watchdog is not None else None
+            if verdict is not None:  # not fatal to the job (a hyper-parameter study's fold)
+                raise TrainingError(verdict) from None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise TrainingError(
                 f"a collective of the all-reduce group failed while every rank still beats "
@@ -269,6 +271,12 @@ class AllReduceStrategy(Strategy):
         with self._collective():
             self.comm.Allreduce(values, total, op=MPI.SUM)
         return {k: float(v) / self.group_size for k, v in zip(keys, total, strict=True)}
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        if self.group_size == 1:
+            return [obj]
+        with self._collective():
+            return self.comm.gather(obj, root=0)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,9 @@ A successor silent for `timeout_s` is declared lost; the verdict is published in
 and every surviving process prints it as one line, waits briefly for the others to print
 theirs, and leaves with exit code EXIT_PEER_LOST without MPI_Finalize (which would wait
 for the lost process forever). If the store itself stops answering, its host (the group's
-first rank) is the one lost.
+first rank) is the one lost. With `fatal=False` (the folds of a hyper-parameter study, whose
+coordinator gives up the group instead of the whole job) the verdict is only reported, and
+the collective that fails raises it as a TrainingError.
 
 The threads beat while the main thread computes or waits in a collective (PyTorch and
 mpi4py release the GIL there), so a slow rank is not lost; a rank that hangs with its
@@ -38,9 +40,12 @@ def beat_interval(timeout_s: float) -> float:
 class Watchdog:
     """Heartbeats of the ranks of `comm` (collective to create: every rank of `comm`)."""
 
-    def __init__(self, comm: Any, world_rank: int, timeout_s: float, what: str) -> None:
+    def __init__(
+        self, comm: Any, world_rank: int, timeout_s: float, what: str, fatal: bool = True
+    ) -> None:
         import torch.distributed as dist
 
+        self.fatal = fatal
         self.timeout_s = timeout_s
         self.interval = beat_interval(timeout_s)
         self.what = what  # e.g. "the all-reduce group", for the messages
@@ -73,7 +78,7 @@ class Watchdog:
             try:
                 store.add(f"beat/{self.me}", 1)
                 if store.check(["lost"]):
-                    self._fail(store.get("lost").decode(), publish=False)
+                    return self._fail(store.get("lost").decode(), publish=False)
                 if succ is None:
                     continue
                 if store.check([f"done/{succ}"]):
@@ -83,12 +88,12 @@ class Watchdog:
             except Exception as exc:  # the store is gone or frozen: its host is lost
                 if self._stop.is_set():
                     return
-                self._fail(self._host_lost(exc), publish=False)
+                return self._fail(self._host_lost(exc), publish=False)
             now = time.monotonic()
             if count != seen:
                 seen, since = count, now
             elif now - since > self.timeout_s:
-                self._fail(
+                return self._fail(
                     f"rank {self.world_ranks[succ]} of {self.what} is lost: no heartbeat for "
                     f"{now - since:.1f} s (parallel.timeout_s={self.timeout_s:g}); it died or "
                     f"froze",
@@ -112,6 +117,13 @@ class Watchdog:
             pass
         self.verdict = verdict
         self._decided.set()
+        if not self.fatal:
+            print(
+                f"warning: rank {self.world_ranks[self.me]}: {verdict}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         print(
             f"error: rank {self.world_ranks[self.me]}: {verdict}; stopping (exit {EXIT_PEER_LOST})",
             file=sys.stderr,
@@ -147,7 +159,7 @@ class Watchdog:
     def await_verdict(self) -> str | None:
         """After a failed collective: wait until the watchdog has decided whether a rank is
         lost (then it ends this process) or a timeout and some beats have passed (None)."""
-        if self._decided.wait(self.timeout_s + 3 * self.interval):
+        if self._decided.wait(self.timeout_s + 3 * self.interval) and self.fatal:
             time.sleep(6 * self.interval)  # the thread is ending the process
         return self.verdict
 

@@ -123,13 +123,14 @@ class _Client:
             self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
             self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
         ]
-        wait_all(requests, self.timeout_s, lambda: self._silent(f"a reply at step {step}"))
+        wait_all(requests, self.timeout_s, lambda: self._silent(f"reply at step {step}"))
         return self.reply
 
     def _silent(self, what: str) -> str:
+        # the CLI prefixes "error: rank R:" (this rank)
         return (
-            f"rank {self.me}: no {what} from parameter server rank {self.server} within "
-            f"{self.timeout_s:g} s (parallel.timeout_s); it died, hung or is validating longer"
+            f"no {what} from parameter server rank {self.server} within {self.timeout_s:g} s "
+            f"(parallel.timeout_s); it died, hung or is validating longer"
         )
 
 
@@ -195,7 +196,9 @@ class ParamServerWorker(AllReduceStrategy):
             host, n, payload = self.state.host, self.state.n_params, self._client.payload
             self.rule.payload(host[:n], self.pulled[:n], payload[:n])
             payload[n:] = host[n:]
+            self._closed = True  # until it succeeds: no DONE exchange after a failed one
             reply = self._client.exchange(kind, step)
+            self._closed = kind == DONE
             self.rule.merge(host[:n], reply[:n])
             host[n:] = reply[n:]
             self.pulled.copy_(reply)
@@ -299,7 +302,7 @@ class ParamServer(Strategy):
             if ready is None:
                 now = time.monotonic()
                 for c in [c for c in pending if now - heard[c] > timeout]:
-                    self._lose(c, pending, alive)
+                    self._lose(c, pending, alive, sends, heard[c])
                 time.sleep(pause)
                 pause = min(pause * 2, 5e-3)
                 continue
@@ -307,7 +310,13 @@ class ParamServer(Strategy):
             c = ready
             kind, step = (int(v) for v in headers[c])
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
-            wait_all([request], timeout, lambda c=c: self._silent([c], "update payload"))
+            try:
+                wait_all([request], timeout, lambda c=c: self._silent([c], "update payload"))
+            except TrainingError:
+                if self.cfg.on_worker_loss == "abort":
+                    raise
+                self._lose(c, pending, alive, sends, heard[c])
+                continue
             heard[c], steps[c] = time.monotonic(), step
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
@@ -362,13 +371,29 @@ class ParamServer(Strategy):
         self.central.copy_(reply)
         self.pulled_up.copy_(reply)
 
-    def _lose(self, client: int, pending: dict[int, Any], alive: set[int]) -> None:
+    def _lose(
+        self,
+        client: int,
+        pending: dict[int, Any],
+        alive: set[int],
+        sends: dict[int, Any],
+        heard: float,
+    ) -> None:
         message = self._silent([client])
         if self.cfg.on_worker_loss == "abort":
             raise TrainingError(message + " (parallel.on_worker_loss: abort)")
-        print(f"warning: {message}; going on without it", file=sys.stderr, flush=True)
-        pending.pop(client).Cancel()
+        print(
+            f"warning: {message} (silent for {time.monotonic() - heard:.1f} s); going on "
+            f"without it (parallel.on_worker_loss: continue)",
+            file=sys.stderr,
+            flush=True,
+        )
+        request = pending.pop(client, None)
+        if request is not None and not request.Test():  # a completed one cannot be cancelled
+            request.Cancel()
+        sends.pop(client, None)  # a reply it may never receive: not waited for at the end
         alive.discard(client)
+        self.world.lost.add(client)  # MPI_Finalize would wait for it: see World.close
         if isinstance(self.rule, Gem):
             self.rule.forget(client)
 

@@ -24,6 +24,8 @@ class Strategy:
     # each model is split over the processes (pipeline): every rank runs every model call,
     # validation included, and takes part in gathering the state for a checkpoint
     model_parallel = False
+    # this process's index among those that train one replica (a checkpoint's `ranks`)
+    group_rank = 0
 
     @property
     def is_main(self) -> bool:
@@ -95,6 +97,11 @@ class Strategy:
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-process metrics over the processes that train one model."""
         return metrics
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """`obj` of every process that trains one replica, by `group_rank`, at the one that
+        writes checkpoints (None at the others). Collective: all of them call it."""
+        return [obj]
 
     def serve(
         self, steps_per_epoch: int, epochs: int, start_epoch: int

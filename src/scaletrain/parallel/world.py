@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +56,11 @@ class World:
     comm: Any = None
     local_rank: int = 0
     local_size: int = 1
+    # ranks this process gave up on (parallel.on_worker_loss: continue)
+    lost: set[int] = field(default_factory=set)
+    # False in the groups of a hyper-parameter study: a rank lost there fails the trial and
+    # the coordinator gives the group up, the job goes on
+    peer_loss_ends_job: bool = True
 
     @classmethod
     def detect(cls, environ: Mapping[str, str] | None = None) -> World:
@@ -104,6 +111,30 @@ class World:
         if self.comm is not None and self.size > 1:
             self.comm.Abort(code)
 
+    def close(self, timeout_s: float, last: bool) -> None:
+        """This process's work is done: every process meets once more before MPI_Finalize,
+        which would wait forever for a lost one. `last`: the process that ends the work (the
+        main one: a master ends after its workers); it waits `timeout_s` at most, and if
+        some process does not come (or it gave up on one), it ends the job with MPI_Abort(0):
+        the results are written."""
+        if self.comm is None or self.size == 1:
+            return
+        request = self.comm.Ibarrier()
+        # polled with sleeps (MPI's Wait spins): the last process may still be validating
+        deadline = time.monotonic() + (0 if self.lost else timeout_s)
+        while not request.Test():
+            if last and time.monotonic() > deadline:
+                lost = ", ".join(str(r) for r in sorted(self.lost)) or "some"
+                print(
+                    f"rank {self.rank}: done, but rank {lost} did not reach the end (lost); "
+                    f"ending the job with MPI_Abort(0) instead of waiting for it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sys.stdout.flush()
+                self.comm.Abort(0)
+            time.sleep(0.01)
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"rank": self.rank, "size": self.size}
         if self.comm is not None:
@@ -130,13 +161,27 @@ def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> Non
     address = comm.bcast(address if comm.rank == 0 else None, root=0)
     if comm.rank != 0:
         store = dist.TCPStore(address[0], address[1], comm.size, is_master=False, timeout=timeout)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = "nccl" if device.type == "cuda" and not _gpus_shared(comm) else "gloo"
     kwargs: dict[str, Any] = {}
-    if device.type == "cuda":
+    if backend == "nccl":
         kwargs["device_id"] = device
     dist.init_process_group(
         backend, store=store, rank=comm.rank, world_size=comm.size, timeout=timeout, **kwargs
     )
+
+
+def _gpus_shared(comm: Any) -> bool:
+    """Whether some GPU serves several ranks of `comm` (more ranks on a node than GPUs).
+
+    NCCL refuses two ranks on one GPU; Gloo then carries the CUDA tensors instead (through
+    host memory: slower, but it lets a study or a test run more processes than GPUs).
+    """
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    shared = node.size > torch.cuda.device_count()
+    node.Free()
+    return bool(comm.allreduce(shared, op=MPI.LOR))
 
 
 def destroy_process_group() -> None:

@@ -237,8 +237,10 @@ class Trainer:
         every = self.cfg.train.fidelity_every
         if (main or everyone) and every and (epoch + 1) % every == 0 and self.cfg.task == "gan":
             metrics["val/fidelity"] = self.fidelity()
+        ranks = self._rank_states()  # after validation, which draws from the main's streams
         state = self.state() if main or everyone else {}
         if main:
+            state = self._with_ranks(state, ranks)
             self.metrics.log(self.step, epoch + 1, metrics, kind="epoch")
             self._save(metrics, state)
             if self.epoch_callback is not None:
@@ -281,9 +283,6 @@ class Trainer:
         """What a checkpoint holds (with `model_parallel`, every rank calls this and the main
         rank's holds the gathered models)."""
         models, optimizers = self.strategy.state_dicts(self.task.models, self.task.optimizers)
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "config": self.cfg.to_dict(),
             "epoch": self.epoch,
@@ -292,9 +291,19 @@ class Trainer:
             "models": models,
             "optimizers": optimizers,
             "task": self.task.state_dict(),
-            "rng": rng,
+            "rng": _rng_state(),
             "best": dict(self.best),
         }
+
+    def _rank_states(self) -> list[dict[str, Any]] | None:
+        """The random state (PyTorch's, the task's) of every process of the replica, at the
+        main one: after a resume each process continues its own streams, as if never stopped
+        (the ranks draw different dropout masks, and only the main one validates)."""
+        return self.strategy.gather({"rng": _rng_state(), "task": self.task.state_dict()})
+
+    @staticmethod
+    def _with_ranks(state: dict[str, Any], ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
+        return {**state, "ranks": ranks} if ranks and len(ranks) > 1 else state
 
     def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
         path = ckpt.save_checkpoint(
@@ -315,8 +324,10 @@ class Trainer:
     def _save_mid_epoch(self) -> None:
         if self.strategy.model_parallel and not self.strategy.is_main:
             self.state()  # this rank's part of the gathered state
+        ranks = self._rank_states()
         if self.strategy.is_main:
-            ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), self.state())
+            state = self._with_ranks(self.state(), ranks)
+            ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), state)
             ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -327,15 +338,25 @@ class Trainer:
             ckpt.model_states(state, names, self.run_dir),
             state.get("optimizers", {}),
         )
-        self.task.load_state_dict(state.get("task", {}))
+        ranks = state.get("ranks") or []
+        # this process's own random streams when the checkpoint holds them (else the main's)
+        own = ranks[self.strategy.group_rank] if self.strategy.group_rank < len(ranks) else state
+        self.task.load_state_dict(own.get("task", {}))
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch", 0))
         self.best = dict(state.get("best", {}))
-        rng = state.get("rng", {})
+        rng = own.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _rng_state() -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
 
 
 def _quantile_edges(energy, showers_per_bin: int = 200, max_bins: int = 6) -> list[float]:

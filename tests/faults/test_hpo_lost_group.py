@@ -1,0 +1,70 @@
+"""A hyper-parameter study over MPI groups loses a group in the middle of a trial: the trial
+is recorded as failed, naming the rank, and the study finishes its trials on the others."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import yaml
+from _procs import launch, wait_until
+from optuna.trial import TrialState
+
+from scaletrain.hpo.study import load_study
+from scaletrain.parallel.liveness import beat_interval
+
+TIMEOUT_S = 4.0
+pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
+
+
+def test_a_lost_group_fails_its_trial_and_the_study_goes_on(xor_dir, tmp_path):
+    config = {
+        "run": {"dir": str(tmp_path / "study"), "device": "cpu", "threads": 1},
+        "data": {"path": str(xor_dir), "val_fraction": 0.25},
+        "task": "supervised",
+        "model": {"name": "mlp", "args": {"in_features": 32, "hidden": [16]}},
+        "supervised": {"target": "pdg"},
+        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        # long enough that trial 1 is still training when its group freezes
+        "train": {"epochs": 12, "batch_size": 32, "progress": False, "log_every": 50},
+        "parallel": {"timeout_s": TIMEOUT_S},
+        "search": {
+            "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}},
+            "objective": "val/loss",
+            "trials": 4,
+            "sampler": "random",
+        },
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # rank 0 coordinates; groups of one process: ranks 1 and 2 (trials 0 and 1 first)
+    job = launch(tmp_path, 3, ["optimize", str(path), "--groups", "2", "--no-progress"])
+    try:
+        pids = job.ranks(3)
+        trial_1 = tmp_path / "study" / "trials" / "0001"
+        wait_until(lambda: (trial_1 / "config.yaml").exists(), 90, "trial 1 to start")
+        # a frozen process (if it died, mpiexec would end the whole job: --resume goes on)
+        os.kill(pids[2], signal.SIGSTOP)
+        t0 = time.monotonic()
+        warning = "the group led by rank 2 lost rank 2: no heartbeat"
+        wait_until(lambda: warning in job.stderr, TIMEOUT_S + 15, "the coordinator's warning")
+        noticed = time.monotonic() - t0
+        code = job.wait(120)
+    finally:
+        job.kill()
+    print(f"\ngroup of rank 2 stopped: the coordinator noticed after {noticed:.1f} s")
+    err = job.stderr
+    # silent for timeout_s since its last heartbeat, which came up to one interval earlier
+    assert TIMEOUT_S - beat_interval(TIMEOUT_S) - 0.5 < noticed < TIMEOUT_S + 3, noticed
+    study = load_study(tmp_path / "study")
+    states = {t.number: t.state for t in study.trials}
+    assert len(states) == 4, states  # the study finished its trials on the other group
+    assert states[1] == TrialState.FAIL, states
+    assert "lost rank 2: no heartbeat" in study.trials[1].user_attrs["error"]
+    assert [s for n, s in states.items() if n != 1] == [TrialState.COMPLETE] * 3, states
+    assert (tmp_path / "study" / "best-config.yaml").is_file()
+    # then the job is ended, the frozen process with it (exit 3: a group was lost)
+    assert "groups led by ranks [2] did not answer; aborting the job" in err, err[-3000:]
+    assert code == 3, err[-3000:]
