@@ -741,6 +741,8 @@ class PipelineStrategy(Strategy):
     def __init__(self, cfg: ParallelConfig, world: World) -> None:
         if cfg.sync_batchnorm:
             raise ConfigError("parallel.sync_batchnorm has no meaning with parallel.mode pipeline")
+        if cfg.lr_scaling != "none":  # one replica, one batch per step: nothing to scale for
+            raise ConfigError("parallel.lr_scaling applies to allreduce, not to pipeline")
         self.cfg = cfg
         self.world = world
         self.rank = world.rank
