@@ -189,7 +189,8 @@ class Settings:
         if self.mpiexec:
             args += ["--mpiexec", self.mpiexec]
         if self.mpiexec_args:
-            args += ["--mpiexec-args", shlex.join(self.mpiexec_args)]
+            # with "=": launcher arguments start with dashes themselves
+            args.append("--mpiexec-args=" + shlex.join(self.mpiexec_args))
         return shlex.join([*args, "--out", str(out)])
 
 
