@@ -239,14 +239,15 @@ def test_pipeline_with_one_micro_batch_trains_like_one_process(gan_yaml, tmp_pat
 @pytest.mark.timeout(200)
 def test_pipeline_trains_a_supervised_model(class_overrides, tmp_path):
     path = tmp_path / "mlp.yaml"
-    save_config(load_config(None, class_overrides("mlp", "train.epochs=2")), path)
+    save_config(load_config(None, class_overrides("mlp", "train.epochs=3")), path)
     done = _scaletrain(["train", str(path), "--mode", "pipeline", "--np", "2"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pipeline: model in 2 stages" in done.stdout
     state = ckpt.load_checkpoint(tmp_path / "mlp" / "best.pt")
     model = build_models("mlp", {"in_features": 32, "hidden": [64]})["model"]
     model.load_state_dict(state["models"]["model"])
-    assert state["best"]["value"] > 0.8  # val accuracy of the XOR problem (best about 0.91)
+    # validation accuracy on the XOR problem (one process: about 0.91 after 3 epochs)
+    assert max(_losses(tmp_path / "mlp", "val/accuracy")) > 0.85
 
 
 def test_a_wrong_pipeline_layout_is_one_line_before_any_process_starts(class_overrides, tmp_path):
