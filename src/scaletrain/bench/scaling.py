@@ -59,6 +59,7 @@ ALLREDUCE_EFFICIENCY_MIN = 0.97  # allreduce scaling efficiency on GPUs
 # variables by which launchers tell a process it belongs to a job: the benchmark starts its
 # own jobs, so they must not leak into them
 _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "SLURM_", "MV2_")
+_MPI_SETTINGS = ("OMPI_MCA_", "OMPI_ALLOW_RUN_AS_ROOT")
 
 
 @dataclass(frozen=True)
@@ -532,7 +533,13 @@ class _Runner:
         return [command[0], *self.s.mpiexec_args, *command[1:]]
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
+        # drop what a surrounding launcher set for its own ranks, keep the site's MPI
+        # settings (Open MPI reads OMPI_MCA_*, e.g. how it starts processes on this machine)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(_LAUNCHER_PREFIXES) or k.startswith(_MPI_SETTINGS)
+        }
         threads = str(self.s.threads)
         return {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                 "PYTHONUNBUFFERED": "1"}  # fmt: skip
