@@ -123,3 +123,15 @@ def test_yaml_on_and_off_are_read_as_the_words(tmp_path):
     assert load_config(path).gan.fast_path == "off"
     path.write_text("task: gan\ngan:\n  fast_path: on\n")
     assert load_config(path).gan.fast_path == "on"
+
+
+def test_fast_losses_leave_the_parameters_storage_alone():
+    """Parameter servers exchange flat buffers that alias the parameters; the fast step must
+    not give any parameter new storage (as a memory-format conversion of the module would)."""
+    models = build_3dgan(8, (4, 3, 3), (4, 2, 2, 2))
+    before = {n: p.data_ptr() for m in models.values() for n, p in m.named_parameters()}
+    fast = FastGanLosses(models["generator"], models["discriminator"], GanConfig(latent_size=8),
+                         compile=False)  # fmt: skip
+    fast.d_loss(torch.rand(2, 1, 25, 25, 25), torch.full((2,), 50.0))[0].backward()
+    after = {n: p.data_ptr() for m in models.values() for n, p in m.named_parameters()}
+    assert after == before

@@ -3,7 +3,8 @@
 What differs from `GanTask`'s step, and why:
 - the generator runs as FastGenerator (an exact re-expression with a third of the FLOPs;
   gradients reach the original parameters through the weight maps);
-- the discriminator in channels-last 3-D layout, cuDNN's fastest for its bf16 convolutions;
+- the discriminator's inputs in channels-last 3-D layout, cuDNN's fastest for its bf16
+  convolutions (the weights stay as they are: other code holds views of their storage);
 - each loss (forward and, through AOTAutograd, its backward) optionally compiled by
   torch.compile with static shapes: batch norm, dropout and LeakyReLU fuse there;
 - random numbers come from the device's generator, so the step never waits for the host.
@@ -52,9 +53,9 @@ class FastGanLosses:
         self.cfg = cfg
         self.device = next(generator.parameters()).device
         self.autocast = autocast if autocast is not None else nullcontext()
+        # only the images go channels-last: cuDNN then runs the whole discriminator in that
+        # layout. The weights keep their storage, which parameter servers alias (FlatState).
         self.channels_last = channels_last
-        if channels_last:
-            discriminator.to(memory_format=torch.channels_last_3d)
         self.generator = FastGenerator(generator) if fast_generator else generator
         self.discriminator = (
             discriminator
