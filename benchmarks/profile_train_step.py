@@ -21,7 +21,7 @@ def main() -> None:
     dev = torch.device("cuda")
     torch.manual_seed(0)
     models = {k: m.to(dev) for k, m in build_3dgan().items()}
-    kwargs = {"fft_discriminator": True} if "--fft" in sys.argv else {}
+    kwargs = {"d_convs": "fft"} if "--fft" in sys.argv else {}
     step = FastGanStep(
         models["generator"], models["discriminator"], compile="--compile" in sys.argv, **kwargs
     )
