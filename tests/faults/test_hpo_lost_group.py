@@ -19,7 +19,20 @@ TIMEOUT_S = 4.0
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(180)]
 
 
-def test_a_lost_group_fails_its_trial_and_the_study_goes_on(xor_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("gpus", "frozen", "leader"),
+    [
+        # groups of one process: ranks 1 and 2; trial 1 goes to rank 2
+        (1, 2, 2),
+        # groups of two all-reducing processes (1-2, 3-4): rank 4 freezes under rank 3,
+        # whose all-reduce then fails the trial instead of ending the job
+        (2, 4, 3),
+    ],
+)
+def test_a_lost_group_fails_its_trial_and_the_study_goes_on(
+    xor_dir, tmp_path, gpus, frozen, leader
+):
+    epochs = 12 if gpus == 1 else 6  # long enough that trial 1 is training when it freezes
     config = {
         "run": {"dir": str(tmp_path / "study"), "device": "cpu", "threads": 1},
         "data": {"path": str(xor_dir), "val_fraction": 0.25},
@@ -27,8 +40,7 @@ def test_a_lost_group_fails_its_trial_and_the_study_goes_on(xor_dir, tmp_path):
         "model": {"name": "mlp", "args": {"in_features": 32, "hidden": [16]}},
         "supervised": {"target": "pdg"},
         "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
-        # long enough that trial 1 is still training when its group freezes
-        "train": {"epochs": 12, "batch_size": 32, "progress": False, "log_every": 50},
+        "train": {"epochs": epochs, "batch_size": 32, "progress": False, "log_every": 50},
         "parallel": {"timeout_s": TIMEOUT_S},
         "search": {
             "params": {"optim.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}},
@@ -39,22 +51,23 @@ def test_a_lost_group_fails_its_trial_and_the_study_goes_on(xor_dir, tmp_path):
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    # rank 0 coordinates; groups of one process: ranks 1 and 2 (trials 0 and 1 first)
-    job = launch(tmp_path, 3, ["optimize", str(path), "--groups", "2", "--no-progress"])
+    n = 1 + 2 * gpus  # rank 0 coordinates, then the two groups
+    args = ["optimize", str(path), "--groups", "2", "--gpus-per-worker", str(gpus)]
+    job = launch(tmp_path, n, [*args, "--no-progress"])
     try:
-        pids = job.ranks(3)
+        pids = job.ranks(n)
         trial_1 = tmp_path / "study" / "trials" / "0001"
-        wait_until(lambda: (trial_1 / "config.yaml").exists(), 90, "trial 1 to start")
+        wait_until(lambda: (trial_1 / "config.yaml").exists(), 120, "trial 1 to start")
         # a frozen process (if it died, mpiexec would end the whole job: --resume goes on)
-        os.kill(pids[2], signal.SIGSTOP)
+        os.kill(pids[frozen], signal.SIGSTOP)
         t0 = time.monotonic()
-        warning = "the group led by rank 2 lost rank 2: no heartbeat"
+        warning = f"the group led by rank {leader} lost rank {frozen}: no heartbeat"
         wait_until(lambda: warning in job.stderr, TIMEOUT_S + 15, "the coordinator's warning")
         noticed = time.monotonic() - t0
-        code = job.wait(120)
+        code = job.wait(150)
     finally:
         job.kill()
-    print(f"\ngroup of rank 2 stopped: the coordinator noticed after {noticed:.1f} s")
+    print(f"\nrank {frozen} stopped: the coordinator noticed after {noticed:.1f} s")
     err = job.stderr
     # silent for timeout_s since its last heartbeat, which came up to one interval earlier
     assert TIMEOUT_S - beat_interval(TIMEOUT_S) - 0.5 < noticed < TIMEOUT_S + 3, noticed
@@ -62,9 +75,11 @@ def test_a_lost_group_fails_its_trial_and_the_study_goes_on(xor_dir, tmp_path):
     states = {t.number: t.state for t in study.trials}
     assert len(states) == 4, states  # the study finished its trials on the other group
     assert states[1] == TrialState.FAIL, states
-    assert "lost rank 2: no heartbeat" in study.trials[1].user_attrs["error"]
+    assert f"lost rank {frozen}: no heartbeat" in study.trials[1].user_attrs["error"]
     assert [s for n, s in states.items() if n != 1] == [TrialState.COMPLETE] * 3, states
     assert (tmp_path / "study" / "best-config.yaml").is_file()
+    if gpus > 1:  # the frozen rank's partner found it too, and did not end the job
+        assert f"warning: rank {leader}: rank {frozen} of the all-reduce group is lost" in err
     # then the job is ended, the frozen process with it (exit 3: a group was lost)
-    assert "groups led by ranks [2] did not answer; aborting the job" in err, err[-3000:]
+    assert f"groups led by ranks [{leader}] did not answer; aborting the job" in err, err[-3000:]
     assert code == 3, err[-3000:]

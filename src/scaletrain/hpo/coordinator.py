@@ -7,11 +7,13 @@ of the parallel package when a fold has several processes), and the group's firs
 sends the fold results back. The messages are small pickled objects on a duplicate of the
 world communicator (the control plane only; training never sees them).
 
-No wait is unbounded. Every training rank sends rank 0 a heartbeat (a thread, on its own
-communicator) every second or so: a group with a rank silent for parallel.timeout_s (dead
-or frozen) is lost, as is one that stays busy past trial_timeout (plus a grace period); its
-trial is recorded as failed, it gets no more work, the study goes on with the other groups,
-and at the end the job is aborted (exit 3) so that what is left of the group does not hang.
+No wait is unbounded. Every training rank beats (a thread adding to its counter in a TCP
+store that rank 0 hosts: not over MPI, whose calls from a thread can wait for the library's
+lock while the main thread blocks in a collective) about once a second. A group with a rank
+silent for parallel.timeout_s (dead or frozen) is lost, as is one that stays busy past
+trial_timeout (plus a grace period); its trial is recorded as failed, it gets no more work,
+the study goes on with the other groups, and at the end the job is aborted (exit 3) so that
+what is left of the group does not hang.
 """
 
 from __future__ import annotations
@@ -21,18 +23,16 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from scaletrain.config import Config
 from scaletrain.errors import LayoutError
 from scaletrain.hpo.driver import TrialReporter
 from scaletrain.hpo.space import with_params
 from scaletrain.hpo.trial import FoldResult, TrialTask, run_fold
 from scaletrain.parallel.layout import Layout
-from scaletrain.parallel.liveness import beat_interval
+from scaletrain.parallel.liveness import beat_interval, open_store
 from scaletrain.parallel.world import World
 
-TASK, RESULT, REPORT, DECISION, BEAT = 71, 72, 73, 74, 75
+TASK, RESULT, REPORT, DECISION = 71, 72, 73, 74
 GRACE_S = 60.0  # beyond trial_timeout before a silent group is given up
 
 
@@ -49,12 +49,12 @@ def run_mpi(cfg: Config, raw: dict[str, Any], dists: dict[str, Any], options, wo
     raw = with_params(raw, fold_parallel(cfg, layout))
     # collective splits, in the same order on every rank
     control = world.comm.Dup()
-    beats = world.comm.Dup()  # heartbeats, apart from the trials' messages
     group_comm = world.split(layout.group_color(world.rank))
     fold_comm = world.split(layout.fold_color(world.rank))
     timeout_s = cfg.parallel.timeout_s
+    beats = open_store(world.comm, timeout_s)  # hosted by rank 0
     if world.rank != 0:
-        heart = Heartbeat(beats, beat_interval(timeout_s))
+        heart = Heartbeat(beats, world.rank, beat_interval(timeout_s))
         try:
             serve_group(world, layout, control, group_comm, fold_comm)
         except Exception as exc:  # a bug, not a failed trial: the others would wait forever
@@ -94,23 +94,18 @@ def fold_parallel(cfg: Config, layout: Layout) -> dict[str, Any]:
 class Heartbeat:
     """A training rank's thread telling rank 0 that this process is alive."""
 
-    def __init__(self, comm: Any, interval: float) -> None:
-        self.comm, self.interval = comm, interval
-        self.beat = np.zeros(1, dtype=np.int64)
+    def __init__(self, store: Any, rank: int, interval: float) -> None:
+        self.store, self.key, self.interval = store, f"beat/{rank}", interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scaletrain-heartbeat", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        request = None
-        while not self._stop.is_set():
-            # one message in flight at most: none pile up while rank 0 is busy
-            if request is None or request.Test():
-                self.beat[0] += 1
-                request = self.comm.Isend(self.beat, dest=0, tag=BEAT)
-            self._stop.wait(self.interval)
-        if request is not None and not request.Test():
-            request.Cancel()
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.add(self.key, 1)
+            except Exception:  # rank 0 is gone: the job is ending
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,8 +124,10 @@ class MpiEvaluator:
         self.lost: list[int] = []
         span = layout.folds * layout.fold_size
         self.members = {leader: range(leader, leader + span) for leader in self.free}
-        self.heard = dict.fromkeys(range(1, layout.size), time.monotonic())
-        self._beat = np.zeros(1, dtype=np.int64)
+        now = time.monotonic()
+        self.counts = dict.fromkeys(range(1, layout.size), -1)
+        self.heard = dict.fromkeys(range(1, layout.size), now)
+        self._read = now
 
     @property
     def slots(self) -> int:
@@ -183,13 +180,15 @@ class MpiEvaluator:
 
     def _give_up_lost_groups(self) -> list[tuple[int, list[FoldResult]]]:
         """Groups with a rank whose heartbeats stopped for timeout_s: dead or frozen."""
-        from mpi4py import MPI
-
-        status = MPI.Status()
-        while self.beats.Iprobe(source=MPI.ANY_SOURCE, tag=BEAT, status=status):
-            self.beats.Recv(self._beat, source=status.Get_source(), tag=BEAT)
-            self.heard[status.Get_source()] = time.monotonic()
-        now, out = time.monotonic(), []
+        now = time.monotonic()
+        if now - self._read < beat_interval(self.timeout_s):
+            return []
+        self._read = now
+        for rank in self.counts:  # a loopback round trip each, once per heartbeat interval
+            count = self.beats.add(f"beat/{rank}", 0)
+            if count != self.counts[rank]:
+                self.counts[rank], self.heard[rank] = count, now
+        out = []
         for leader in [*self.busy, *self.free]:
             silent = [r for r in self.members[leader] if now - self.heard[r] > self.timeout_s]
             if not silent:

@@ -186,7 +186,7 @@ class AllReduceStrategy(Strategy):
             device = self._device or next(next(iter(models.values())).parameters()).device
             init_process_group(self.comm, device, self.cfg.timeout_s)
             self._watchdog = Watchdog(
-                self.comm, self.world.rank, self.cfg.timeout_s, "the all-reduce group",
+                self.comm, self.cfg.timeout_s, "the all-reduce group",
                 fatal=self.world.peer_loss_ends_job,
             )  # fmt: skip
             with self._collective():

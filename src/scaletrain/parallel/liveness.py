@@ -37,32 +37,41 @@ def beat_interval(timeout_s: float) -> float:
     return min(1.0, timeout_s / 4)
 
 
+def open_store(comm: Any, timeout_s: float) -> Any:
+    """A TCP store hosted by the first rank of `comm` (collective). Heartbeats travel over
+    TCP, not MPI: an MPI call from a thread can wait for the library's lock while the main
+    thread blocks in a collective, and beats must not depend on what the main thread does."""
+    import torch.distributed as dist
+
+    timeout = timedelta(seconds=timeout_s)
+    if comm.rank == 0:
+        host = socket.gethostname()
+        store = dist.TCPStore(
+            host, 0, comm.size, is_master=True, timeout=timeout, wait_for_workers=False
+        )
+        address = (host, store.port)
+    address = comm.bcast(address if comm.rank == 0 else None, root=0)
+    if comm.rank != 0:
+        store = dist.TCPStore(address[0], address[1], is_master=False, timeout=timeout)
+    comm.Barrier()  # every rank is connected before anyone watches
+    return store
+
+
 class Watchdog:
     """Heartbeats of the ranks of `comm` (collective to create: every rank of `comm`)."""
 
-    def __init__(
-        self, comm: Any, world_rank: int, timeout_s: float, what: str, fatal: bool = True
-    ) -> None:
-        import torch.distributed as dist
+    def __init__(self, comm: Any, timeout_s: float, what: str, fatal: bool = True) -> None:
+        from mpi4py import MPI
 
         self.fatal = fatal
         self.timeout_s = timeout_s
         self.interval = beat_interval(timeout_s)
         self.what = what  # e.g. "the all-reduce group", for the messages
         self.me, self.n = comm.rank, comm.size
-        self.world_ranks: list[int] = comm.allgather(world_rank)  # names in messages
+        # messages name ranks of the job (a group may be a fold of a hyper-parameter study)
+        self.world_ranks: list[int] = comm.allgather(MPI.COMM_WORLD.Get_rank())
         self.successor = (self.me + 1) % self.n
-        timeout = timedelta(seconds=timeout_s)
-        if self.me == 0:
-            host = socket.gethostname()
-            self.store = dist.TCPStore(
-                host, 0, self.n, is_master=True, timeout=timeout, wait_for_workers=False
-            )
-            address = (host, self.store.port)
-        address = comm.bcast(address if self.me == 0 else None, root=0)
-        if self.me != 0:
-            self.store = dist.TCPStore(address[0], address[1], is_master=False, timeout=timeout)
-        comm.Barrier()  # every rank is connected before anyone watches
+        self.store = open_store(comm, timeout_s)
         self.verdict: str | None = None
         self._decided = threading.Event()
         self._stop = threading.Event()
