@@ -37,6 +37,11 @@ from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
 
 TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
+# Longest sleep between polls of pending requests. Some MPI libraries (Open MPI without
+# single-copy shared memory) move a large message in fragments and advance them only inside
+# MPI calls, on both sides: every poll moves one fragment, so long pauses stretch a 2 MB
+# exchange to hundreds of milliseconds.
+MAX_PAUSE = 5e-4
 UPDATE, DONE = 0, 1
 
 
@@ -53,7 +58,7 @@ def wait_all(requests: list[Any], timeout_s: float, missing: Callable[[], str]) 
                     request.Cancel()
             raise TrainingError(missing())
         time.sleep(pause)
-        pause = min(pause * 2, 5e-3)
+        pause = min(pause * 2, MAX_PAUSE)
 
 
 class FlatState:
@@ -288,6 +293,8 @@ class ParamServer(Strategy):
     def serve(
         self, steps_per_epoch: int, epochs: int, start_epoch: int
     ) -> Iterator[tuple[int, int, dict[str, float]]]:
+        from mpi4py import MPI
+
         comm, timeout = self.channel, self.cfg.timeout_s
         headers = {c: np.zeros(2, dtype=np.int64) for c in self.clients}
         pending = {c: comm.Irecv(headers[c], source=c, tag=TAG_HEADER) for c in self.clients}
@@ -303,8 +310,10 @@ class ParamServer(Strategy):
                 now = time.monotonic()
                 for c in [c for c in pending if now - heard[c] > timeout]:
                     self._lose(c, pending, alive, sends, heard[c])
+                # replies still on their way advance only while this loop calls into MPI
+                replying = not MPI.Request.Testall(list(sends.values()))
                 time.sleep(pause)
-                pause = min(pause * 2, 5e-3)
+                pause = 1e-4 if replying else min(pause * 2, MAX_PAUSE)
                 continue
             pause = 1e-4
             c = ready
