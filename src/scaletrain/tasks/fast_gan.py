@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaletrain.config import GanConfig, OptimConfig
+from scaletrain.config import GanConfig
 from scaletrain.models.fast_discriminator import FastDiscriminator
 from scaletrain.models.fast_generator import FastGenerator, supports
 from scaletrain.tasks.base import Batch, Update, mape
@@ -119,31 +119,18 @@ class FastGanLosses:
 class FastGanTask(GanTask):
     """GanTask with the fast training step (gan.fast_path); see the module docstring."""
 
-    def __init__(
-        self,
-        cfg: GanConfig,
-        optim: OptimConfig,
-        models: dict[str, nn.Module],
-        device: torch.device,
-        autocast: AbstractContextManager | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(cfg, optim, models, device, autocast, seed)
-        if not supports(self.generator):
-            from scaletrain.errors import ConfigError
+    _losses: FastGanLosses | None = None
+    _plain = False  # the strategy replaced the generator by something FastGenerator can't run
 
-            raise ConfigError(
-                "gan.fast_path: on needs the 3DGAN generator (model.name: 3dgan); "
-                "set gan.fast_path: auto or off for this model"
-            )
-        self._losses: FastGanLosses | None = None
-
-    def _fast(self) -> FastGanLosses:
-        # built at the first step, not here: the distribution strategy may still replace
-        # modules (SyncBatchNorm) after the task is made
-        if self._losses is None:
+    def _fast(self) -> FastGanLosses | None:
+        # built at the first step, not with the task: the distribution strategy may still
+        # replace modules (SyncBatchNorm, pipeline stages) after the task is made
+        if self._losses is None and not self._plain:
             self.generator = self.models["generator"]
             self.discriminator = self.models["discriminator"]
+            if not supports(self.generator):
+                self._plain = True
+                return None
             self._losses = FastGanLosses(
                 self.generator, self.discriminator, self.cfg, self.autocast,
                 compile=self.cfg.compile and self.device.type == "cuda",
@@ -152,6 +139,8 @@ class FastGanTask(GanTask):
 
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
         fast = self._fast()
+        if fast is None:
+            return super().train_step(batch, update)
         real, energy = self._real(batch)
         for _ in range(self.cfg.discriminator_steps):
             d = fast.d_loss(real, energy)
@@ -171,4 +160,11 @@ def use_fast_path(cfg: GanConfig, models: dict[str, nn.Module], device: torch.de
     """gan.fast_path: on, off, or auto (on for the 3DGAN on a GPU)."""
     if cfg.fast_path == "auto":
         return device.type == "cuda" and supports(models.get("generator"))
+    if cfg.fast_path == "on" and not supports(models.get("generator")):
+        from scaletrain.errors import ConfigError
+
+        raise ConfigError(
+            "gan.fast_path: on needs the 3DGAN generator (model.name: 3dgan); "
+            "set gan.fast_path: auto or off for this model"
+        )
     return cfg.fast_path == "on"
