@@ -185,15 +185,20 @@ def gan_yaml(tiny_gan_config, tmp_path):
 def test_pipeline_gan_trains_from_the_cli_checkpoints_the_whole_model_and_resumes(
     gan_yaml, tmp_path
 ):
+    # the tiny 3DGAN's widths with dropout: each stage draws its own masks, also after resume
+    args = {"latent_size": 16, "generator_filters": [4, 2, 2],
+            "discriminator_filters": [2, 2, 2, 2], "dropout": 0.3}  # fmt: skip
+    model = ["--set", "model.name=3dgan", "--set", f"model.args={json.dumps(args)}"]
+
     def train(name: str, *extra: str) -> subprocess.CompletedProcess:
         done = _scaletrain(
-            ["train", str(gan_yaml), "--mode", "pipeline", "--np", "2",
-             "--run-dir", str(tmp_path / name), *extra]
+            ["train", str(gan_yaml), "--mode", "pipeline", "--np", "2", "--run-dir",
+             str(tmp_path / name), "--set", "parallel.microbatches=2", *model, *extra]
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 
-    done = train("a", "--set", "parallel.microbatches=2")
+    done = train("a")
     assert done.stdout.count("trained 1 epochs") == 1  # rank 0 reports
     assert "pipeline: discriminator in 2 stages, cut by flops" in done.stdout
     provenance = json.loads((tmp_path / "a" / "provenance.json").read_text())
@@ -201,18 +206,19 @@ def test_pipeline_gan_trains_from_the_cli_checkpoints_the_whole_model_and_resume
 
     # the checkpoint holds the whole model: one process loads models and optimizers as its own
     state = ckpt.load_checkpoint(tmp_path / "a" / "best.pt")
-    models = build_models("tiny-3dgan", {"latent_size": 16})
+    models = build_models("3dgan", args)
     cfg = load_config(gan_yaml)
-    for name, model in models.items():
-        model.load_state_dict(state["models"][name])  # strict: every key, every shape
-        make_optimizer(cfg.optim, model.parameters()).load_state_dict(state["optimizers"][name])
+    for name, net in models.items():
+        net.load_state_dict(state["models"][name])  # strict: every key, every shape
+        make_optimizer(cfg.optim, net.parameters()).load_state_dict(state["optimizers"][name])
     with torch.no_grad():
         logit, energy = models["discriminator"].eval()(models["generator"](torch.randn(2, 16)))
     assert logit.shape == energy.shape == (2,)
+    assert len(state["ranks"]) == 2  # each stage's random streams
 
     # --resume continues where the pipeline stopped, as if it had never stopped
-    train("a", "--set", "parallel.microbatches=2", "--epochs", "2", "--resume")
-    train("b", "--set", "parallel.microbatches=2", "--epochs", "2")
+    train("a", "--epochs", "2", "--resume")
+    train("b", "--epochs", "2")
     steps = len(_losses(tmp_path / "b", "train/g_loss"))
     assert steps > 2 and ckpt.latest_checkpoint(tmp_path / "a").name == ckpt.checkpoint_name(steps)
     assert _losses(tmp_path / "a", "train/g_loss") == _losses(tmp_path / "b", "train/g_loss")

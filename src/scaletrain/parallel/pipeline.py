@@ -746,6 +746,7 @@ class PipelineStrategy(Strategy):
         self.cfg = cfg
         self.world = world
         self.rank = world.rank
+        self.group_rank = world.rank  # a checkpoint's `ranks`: one entry per stage
         self.stages = world.size
         self.plans: dict[str, StagePlan] = {}
         self._device: torch.device | None = None
@@ -754,6 +755,14 @@ class PipelineStrategy(Strategy):
     @property
     def data_rank(self) -> tuple[int, int]:
         return 0, 1  # every stage sees the same batches (stage 0's input, the last's targets)
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every stage's `obj` at rank 0 (checkpoints keep each stage's random streams, so a
+        resumed stage draws the dropout masks it would have drawn)."""
+        if self.stages == 1:
+            return [obj]
+        parts = self.world.comm.gather(obj, root=0)
+        return parts if self.is_main else None
 
     def device(self, requested: str) -> torch.device:
         self._device = self.world.device(requested)
