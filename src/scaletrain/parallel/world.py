@@ -109,7 +109,7 @@ class World:
     def abort(self, code: int = 1) -> None:
         """Stop every process of the job (used when one rank fails and the others would wait)."""
         if self.comm is not None and self.size > 1:
-            self.comm.Abort(code)
+            _abort(self.comm, code)
 
     def close(self, timeout_s: float, last: bool) -> None:
         """This process's work is done: every process meets once more before MPI_Finalize,
@@ -131,8 +131,7 @@ class World:
                     file=sys.stderr,
                     flush=True,
                 )
-                sys.stdout.flush()
-                self.comm.Abort(0)
+                _abort(self.comm, 0)
             time.sleep(0.01)
 
     def describe(self) -> dict[str, Any]:
@@ -143,6 +142,15 @@ class World:
             info["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
             info["local_size"] = self.local_size
         return info
+
+
+def _abort(comm: Any, code: int) -> None:
+    """MPI_Abort, after a moment for the launcher to forward what this process printed
+    (it stops forwarding when it kills the job: the last lines were lost)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(0.2)
+    comm.Abort(code)
 
 
 def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> None:
