@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaletrain.parallel.launch import find_mpiexec
@@ -31,7 +31,6 @@ class Job:
     proc: subprocess.Popen
     out: Path
     err: Path
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def stdout(self) -> str:
@@ -65,12 +64,11 @@ class Job:
         return pids
 
 
-def launch(tmp: Path, n: int, args: list[str], *, cleanup: bool = True, name: str = "job") -> Job:
-    """Start `scaletrain args` on n processes. cleanup=False: -disable-auto-cleanup, so that
-    mpiexec leaves the others running when one dies (as a launcher that does not kill the
-    job: the library's own detection is what is tested then)."""
-    flags = ["-print-all-exitcodes"] + ([] if cleanup else ["-disable-auto-cleanup"])
-    command = [find_mpiexec(), *flags, "-n", str(n), sys.executable, "-m", "scaletrain", *args]
+def launch(tmp: Path, n: int, args: list[str], *, name: str = "job") -> Job:
+    """Start `scaletrain args` on n processes, output in tmp/name.out and .err. (mpiexec ends
+    the job when a process dies, even with -disable-auto-cleanup: docs/reliability.md.)"""
+    command = [find_mpiexec(), "-print-all-exitcodes", "-n", str(n), sys.executable, "-m",
+               "scaletrain", *args]  # fmt: skip
     out, err = tmp / f"{name}.out", tmp / f"{name}.err"
     with open(out, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen(
