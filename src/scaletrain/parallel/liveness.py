@@ -22,12 +22,12 @@ threads alive is caught by the collectives' own timeout (the process group's, al
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 import time
-from datetime import timedelta
 from typing import Any
+
+from scaletrain.parallel.world import tcp_store
 
 EXIT_PEER_LOST = 3
 
@@ -41,18 +41,7 @@ def open_store(comm: Any, timeout_s: float) -> Any:
     """A TCP store hosted by the first rank of `comm` (collective). Heartbeats travel over
     TCP, not MPI: an MPI call from a thread can wait for the library's lock while the main
     thread blocks in a collective, and beats must not depend on what the main thread does."""
-    import torch.distributed as dist
-
-    timeout = timedelta(seconds=timeout_s)
-    if comm.rank == 0:
-        host = socket.gethostname()
-        store = dist.TCPStore(
-            host, 0, comm.size, is_master=True, timeout=timeout, wait_for_workers=False
-        )
-        address = (host, store.port)
-    address = comm.bcast(address if comm.rank == 0 else None, root=0)
-    if comm.rank != 0:
-        store = dist.TCPStore(address[0], address[1], is_master=False, timeout=timeout)
+    store = tcp_store(comm, timeout_s)
     comm.Barrier()  # every rank is connected before anyone watches
     return store
 

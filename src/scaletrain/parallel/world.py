@@ -153,12 +153,11 @@ def _abort(comm: Any, code: int) -> None:
     comm.Abort(code)
 
 
-def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> None:
-    """torch.distributed over the ranks of `comm`; its first rank hosts the TCP store."""
+def tcp_store(comm: Any, timeout_s: float) -> Any:
+    """A torch.distributed TCP store hosted by the first rank of `comm` (collective): its
+    address travels over MPI, so users set no environment variables."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        return
     timeout = timedelta(seconds=timeout_s)
     if comm.rank == 0:
         host = socket.gethostname()
@@ -169,6 +168,17 @@ def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> Non
     address = comm.bcast(address if comm.rank == 0 else None, root=0)
     if comm.rank != 0:
         store = dist.TCPStore(address[0], address[1], comm.size, is_master=False, timeout=timeout)
+    return store
+
+
+def init_process_group(comm: Any, device: torch.device, timeout_s: float) -> None:
+    """torch.distributed over the ranks of `comm`; its first rank hosts the TCP store."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    timeout = timedelta(seconds=timeout_s)
+    store = tcp_store(comm, timeout_s)
     backend = "nccl" if device.type == "cuda" and not _gpus_shared(comm) else "gloo"
     kwargs: dict[str, Any] = {}
     if backend == "nccl":

@@ -18,7 +18,7 @@ the two paths agree statistically, not bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from scaletrain.config import GanConfig
 from scaletrain.models.fast_discriminator import FastDiscriminator
 from scaletrain.models.fast_generator import FastGenerator, supports
-from scaletrain.tasks.base import Batch, Update, mape
+from scaletrain.tasks.base import mape
 from scaletrain.tasks.gan import GanTask
 
 D_NAMES = ("d_loss", "d_bce", "d_energy_mape")
@@ -137,23 +137,15 @@ class FastGanTask(GanTask):
             )  # fmt: skip
         return self._losses
 
-    def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
+    def _train_losses(self) -> tuple[Callable[..., dict], Callable[..., dict]]:
         fast = self._fast()
         if fast is None:
-            return super().train_step(batch, update)
-        real, energy = self._real(batch)
-        for _ in range(self.cfg.discriminator_steps):
-            d = fast.d_loss(real, energy)
-            update("discriminator", d[0])
-        self.discriminator.requires_grad_(False)
-        try:
-            for _ in range(self.cfg.generator_steps):
-                g = fast.g_loss(real.shape[0])
-                update("generator", g[0])
-        finally:
-            self.discriminator.requires_grad_(True)
-        d, g = d.detach(), g.detach()
-        return {**dict(zip(D_NAMES, d, strict=True)), **dict(zip(G_NAMES, g, strict=True))}
+            return super()._train_losses()
+        # GanTask's step loop, fed with the fast losses under GanTask's names
+        return (
+            lambda real, energy: dict(zip(D_NAMES, fast.d_loss(real, energy), strict=True)),
+            lambda n: dict(zip(G_NAMES, fast.g_loss(n), strict=True)),
+        )
 
 
 def use_fast_path(cfg: GanConfig, models: dict[str, nn.Module], device: torch.device) -> bool:

@@ -8,6 +8,7 @@ discriminator's labels are flipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -114,16 +115,21 @@ class GanTask:
             real = real * self.cfg.image_scale
         return real, batch["energy"].to(self.device, non_blocking=True)
 
+    def _train_losses(self) -> tuple[Callable[..., dict], Callable[..., dict]]:
+        """The (discriminator, generator) loss functions of a training step."""
+        return self._discriminator_loss, self._generator_loss
+
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
         real, energy = self._real(batch)
+        d_loss, g_loss = self._train_losses()
         for _ in range(self.cfg.discriminator_steps):
-            d = self._discriminator_loss(real, energy)
+            d = d_loss(real, energy)
             update("discriminator", d["d_loss"])
         # the discriminator is fixed during the generator steps: no gradients for it
         self.discriminator.requires_grad_(False)
         try:
             for _ in range(self.cfg.generator_steps):
-                g = self._generator_loss(real.shape[0])
+                g = g_loss(real.shape[0])
                 update("generator", g["g_loss"])
         finally:
             self.discriminator.requires_grad_(True)
