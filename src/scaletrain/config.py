@@ -128,6 +128,9 @@ class ParallelConfig:
     # workers per master; 0 = every process that is not a master
     workers: int = field(default=0, metadata=_range(0))
     sync_every: int = field(default=1, metadata=_range(1))
+    # parameter-server workers train on while their exchange travels (one in flight, merged
+    # at the next exchange) instead of waiting for the reply
+    overlap: bool = True
     easgd_alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     easgd_tau: int = field(default=1, metadata=_range(1))
     gem_momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))

@@ -107,3 +107,16 @@ def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert results["sub"]["best"]["value"] > 0.85
     assert results["sub"]["metrics"]["ps/updates"] > 0
+
+
+@pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), Gem()])
+def test_an_overlapped_exchange_keeps_the_steps_trained_while_it_travelled(rule):
+    """Adding the correction to weights trained on after sending equals merging at send time
+    and then training the same steps."""
+    sent, reply = torch.tensor([4.0, -1.0]), torch.tensor([1.0, 2.0])
+    trained = torch.tensor([0.5, -0.25])  # the steps taken while the reply travelled
+    at_send = sent.clone()
+    rule.merge(at_send, reply)
+    correction = torch.zeros(2)
+    rule.correction(reply, sent, correction)
+    assert torch.allclose(sent + trained + correction, at_send + trained)

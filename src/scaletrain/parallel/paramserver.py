@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,12 @@ class ParamServerWorker(AllReduceStrategy):
         self._step = 0
         self._steps_per_epoch = 0
         self._closed = False
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="ps-exchange")
+            if cfg.overlap and self.lead
+            else None
+        )
+        self._in_flight: Future[None] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -176,6 +183,9 @@ class ParamServerWorker(AllReduceStrategy):
         size = self.state.host.numel()
         self._client = _Client(self.channel, self.world.rank, self.server, size, self.cfg.timeout_s)
         self.pulled = torch.zeros(size)
+        # overlap: the parameters as sent, and what to add to them when the reply is in
+        self.sent = torch.zeros(self.state.n_params)
+        self.correction = torch.zeros(self.state.n_params)
         if self.lead:
             self._client.receive(self.state.host, "initial weights")
         self._share()
@@ -195,24 +205,52 @@ class ParamServerWorker(AllReduceStrategy):
             self._exchange(UPDATE, step)
 
     def _exchange(self, kind: int, step: int) -> None:
+        """Send this period's payload and fold the server's reply into the local weights.
+
+        With parallel.overlap the round trip runs on a thread of its own and its reply is
+        folded in at the next exchange: the worker trains on while the messages travel and the
+        server works, and the thread keeps MPI moving them (some libraries copy a large message
+        only while calls are in progress on both sides, which a training worker never makes).
+        The thread also computes the payload and the correction, so the training thread only
+        copies the parameters out and adds the correction in."""
         assert self._client is not None
         self.state.to_host()
         if self.lead:
-            host, n, payload = self.state.host, self.state.n_params, self._client.payload
-            self.rule.payload(host[:n], self.pulled[:n], payload[:n])
-            payload[n:] = host[n:]
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
-            reply = self._client.exchange(kind, step)
+            host, n, client = self.state.host, self.state.n_params, self._client
+            if self._in_flight is not None:
+                self._in_flight.result()  # raises what the thread raised (a silent server)
+                self._in_flight = None
+                host[:n] += self.correction
+                host[n:] = client.reply[n:]
+            client.payload[n:] = host[n:]  # buffers travel as they are
+            if self._thread is not None and kind != DONE:
+                self.sent.copy_(host[:n])
+                self._in_flight = self._thread.submit(self._round_trip, kind, step)
+            else:
+                self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
+                reply = client.exchange(kind, step)
+                self.rule.merge(host[:n], reply[:n])
+                host[n:] = reply[n:]
+                self.pulled.copy_(reply)
             self._closed = kind == DONE
-            self.rule.merge(host[:n], reply[:n])
-            host[n:] = reply[n:]
-            self.pulled.copy_(reply)
         self._share()
+
+    def _round_trip(self, kind: int, step: int) -> None:
+        """The exchange thread's part: payload from the parameters sent, then the reply."""
+        assert self._client is not None
+        n, client = self.state.n_params, self._client
+        self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
+        reply = client.exchange(kind, step)
+        self.rule.correction(reply[:n], self.sent, self.correction)
+        self.pulled.copy_(reply)
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
             self._closed = True
             self._exchange(DONE, self._step)  # the last update in, the final central out
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
         super().close()
 
     def describe(self) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 A worker trains `sync_every` steps with the task's own optimizer, then sends a *payload*
 (`payload`), the master folds it into the central variable (`apply`) and replies with the
-central variable, the worker then sets its own parameters from the reply (`merge`). Each
-rule decides what travels and how it is folded in:
+central variable, the worker then sets its own parameters from the reply (`merge`). A worker that
+trained on while its message travelled (parallel.overlap) instead adds a `correction` to its
+parameters, computed from the reply and the parameters it sent, which keeps the steps it took
+meanwhile. Each rule decides what travels and how it is folded in:
 
 - Downpour (Dean et al. 2012): the payload is the worker's update since its last pull; the
   master adds it as it arrives (plain addition: the worker's optimizer already shaped it, so
@@ -42,6 +44,10 @@ class Downpour:
     def merge(self, local: torch.Tensor, reply: torch.Tensor) -> None:
         local.copy_(reply)
 
+    def correction(self, reply: torch.Tensor, sent: torch.Tensor, out: torch.Tensor) -> None:
+        # local + (reply - sent): the centre plus what was trained since sending
+        torch.sub(reply, sent, out=out)
+
 
 @dataclass
 class Easgd:
@@ -53,10 +59,14 @@ class Easgd:
         out.copy_(local)
 
     def apply(self, central: torch.Tensor, client: int, payload: torch.Tensor) -> None:
-        central.add_(payload - central, alpha=self.alpha)
+        central.lerp_(payload, self.alpha)  # c + alpha (x - c), no temporary
 
     def merge(self, local: torch.Tensor, reply: torch.Tensor) -> None:
-        local.sub_(local - reply, alpha=self.alpha)
+        local.lerp_(reply, self.alpha)  # x - alpha (x - c)
+
+    def correction(self, reply: torch.Tensor, sent: torch.Tensor, out: torch.Tensor) -> None:
+        # the elastic pull, with the difference the master saw (sent - centre)
+        torch.sub(reply, sent, out=out).mul_(self.alpha)
 
 
 @dataclass
@@ -70,24 +80,30 @@ class Gem:
     _proxy: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _seen: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     last_scale: float = 0.0  # mean pi of the last update (for logging)
+    _scratch: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def payload(self, local: torch.Tensor, pulled: torch.Tensor, out: torch.Tensor) -> None:
         torch.sub(local, pulled, out=out)
 
     def scale(self, central: torch.Tensor, client: int, update: torch.Tensor) -> torch.Tensor:
-        """pi for this update; advances the worker's proxy and remembers the central variable."""
+        """pi for this update; advances the worker's proxy and remembers the central variable.
+
+        In place, in two scratch vectors: the master runs this for every update it receives,
+        and fresh temporaries of the model's size cost more than the arithmetic."""
         proxy = self._proxy.get(client)
         if proxy is None:
             proxy = self._proxy[client] = torch.zeros_like(update)
-        proxy.mul_(self.momentum).add_(update)
-        seen = self._seen.get(client)
-        moved = central - seen if seen is not None else torch.zeros_like(central)
-        pi = (self.kappa * proxy.abs() - moved.abs()) / (update.abs() + self.eps)
-        pi.clamp_(0.0, self.max_scale)
-        if seen is None:
-            self._seen[client] = central.clone()
-        else:
-            seen.copy_(central)
+            self._seen[client] = central.clone()  # the centre has not moved for it yet
+        if self._scratch is None or self._scratch[0].shape != update.shape:
+            self._scratch = (torch.empty_like(update), torch.empty_like(update))
+        pi, tmp = self._scratch
+        torch.add(update, proxy, alpha=self.momentum, out=proxy)  # m <- mu m + u
+        seen = self._seen[client]
+        torch.sub(central, seen, out=tmp).abs_()  # |dc|
+        torch.abs(proxy, out=pi).mul_(self.kappa).sub_(tmp)  # kappa |m| - |dc|
+        torch.abs(update, out=tmp).add_(self.eps)
+        pi.div_(tmp).clamp_(0.0, self.max_scale)
+        seen.copy_(central)
         return pi
 
     def apply(self, central: torch.Tensor, client: int, payload: torch.Tensor) -> None:
@@ -95,8 +111,8 @@ class Gem:
         self.last_scale = float(pi.mean())
         central.addcmul_(pi, payload)
 
-    def merge(self, local: torch.Tensor, reply: torch.Tensor) -> None:
-        local.copy_(reply)
+    merge = Downpour.merge
+    correction = Downpour.correction
 
     def forget(self, client: int) -> None:
         self._proxy.pop(client, None)
