@@ -94,8 +94,10 @@ def bench_layer(batch: int, cin: int, cout: int, size: int) -> dict:
     out["cudnn3d_tf32"] = conv_passes(x32, w32, 3)
 
     # depth taps into channels: the 2-D problem, plus the cost of building / folding
-    w2 = wb.permute(0, 2, 1, 3, 4).reshape(cout, K * cin, K, K).contiguous(
-        memory_format=torch.channels_last
+    w2 = (
+        wb.permute(0, 2, 1, 3, 4)
+        .reshape(cout, K * cin, K, K)
+        .contiguous(memory_format=torch.channels_last)
     )
     x2 = unfold_depth(xb)
     r = conv_passes(x2, w2, 2)

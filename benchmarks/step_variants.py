@@ -1,8 +1,8 @@
 """Samples/s of the fast 3DGAN training step in several variants, one GPU.
 
 Usage: PYTHONPATH=src python benchmarks/step_variants.py BATCH VARIANT [VARIANT ...]
-VARIANT: ALGOS[+compile], ALGOS one of cudnn, zsplit, fft or four of them joined by ","
-(one per discriminator convolution), e.g. zsplit+compile or cudnn,zsplit,fft,fft
+VARIANT: ALGOS[+compile], ALGOS one of auto, cudnn, zsplit, fft, unfold2d or four of them
+joined by "," (one per discriminator convolution), e.g. auto+compile or cudnn,zsplit,fft,fft
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class FastGanStep:
         compile: bool = True,
         channels_last: bool = True,
         fast_generator: bool = True,
-        d_convs: str | Sequence[str] = "cudnn",
+        d_convs: str | Sequence[str] = "auto",
     ) -> None:
         self.cfg = cfg or GanConfig()
         optim = optim or OptimConfig()

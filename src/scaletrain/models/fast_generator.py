@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaletrain.models.flat_batchnorm import batch_norm_flat
 from scaletrain.models.threedgan import Generator
 
 
@@ -250,7 +251,7 @@ class FastGenerator(nn.Module):
         if self.frozen:
             shape = (1, -1, 1, 1, 1)
             return x * w[f"bn{i}_scale"].view(shape) + w[f"bn{i}_shift"].view(shape)
-        return (self.geo.bn1 if i == "1" else self.geo.bn2)(x)
+        return batch_norm_flat(self.geo.bn1 if i == "1" else self.geo.bn2, x)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         geo = self.geo

@@ -38,26 +38,36 @@ from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
 
 TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
-# Longest sleep between polls of pending requests. Some MPI libraries (Open MPI without
-# single-copy shared memory) move a large message in fragments and advance them only inside
-# MPI calls, on both sides: every poll moves one fragment, so long pauses stretch a 2 MB
-# exchange to hundreds of milliseconds.
+# Some MPI libraries (Open MPI over shared memory without a single-copy mechanism) move a
+# large message in fragments and advance them only inside MPI calls, on both sides: every
+# poll moves one fragment. So while a message of ours is travelling we poll without pausing
+# (yielding the GIL between polls) for up to SPIN_S; longer waits (a server busy with other
+# workers, a slow peer) back off to sleeps of at most MAX_PAUSE.
+SPIN_S = 0.05
 MAX_PAUSE = 5e-4
 UPDATE, DONE = 0, 1
 
 
-def wait_all(requests: list[Any], timeout_s: float, missing: Callable[[], str]) -> None:
-    """Complete MPI requests, sleeping between polls (MPI's Wait spins); raise on timeout."""
+def wait_all(
+    requests: list[Any], timeout_s: float, missing: Callable[[], str], spin_s: float = SPIN_S
+) -> None:
+    """Complete MPI requests, polling (MPI's Wait spins a core): without pauses for the first
+    spin_s seconds, then with growing sleeps; raise TrainingError(missing()) on timeout."""
     from mpi4py import MPI
 
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline, spin_until = start + timeout_s, start + spin_s
     pause = 1e-4
     while not MPI.Request.Testall(requests):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             for request in requests:
                 if request != MPI.REQUEST_NULL:
                     request.Cancel()
             raise TrainingError(missing())
+        if now < spin_until:
+            time.sleep(0)  # lets the training thread have the GIL between polls
+            continue
         time.sleep(pause)
         pause = min(pause * 2, MAX_PAUSE)
 
@@ -348,9 +358,10 @@ class ParamServer(Strategy):
                 now = time.monotonic()
                 for c in [c for c in pending if now - heard[c] > timeout]:
                     self._lose(c, pending, alive, sends, heard[c])
-                # replies still on their way advance only while this loop calls into MPI
+                # replies still on their way advance only while this loop calls into MPI:
+                # no pause then (see SPIN_S)
                 replying = not MPI.Request.Testall(list(sends.values()))
-                time.sleep(pause)
+                time.sleep(0 if replying else pause)
                 pause = 1e-4 if replying else min(pause * 2, MAX_PAUSE)
                 continue
             pause = 1e-4
@@ -358,7 +369,9 @@ class ParamServer(Strategy):
             kind, step = (int(v) for v in headers[c])
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
             try:
-                wait_all([request], timeout, lambda c=c: self._silent([c], "update payload"))
+                wait_all(  # the header is in, the payload on its way: spin until it is
+                    [request], timeout, lambda c=c: self._silent([c], "update payload"), timeout
+                )
             except TrainingError:
                 if self.cfg.on_worker_loss == "abort":
                     raise

@@ -4,7 +4,9 @@ What differs from `GanTask`'s step, and why:
 - the generator runs as FastGenerator (an exact re-expression with a third of the FLOPs;
   gradients reach the original parameters through the weight maps);
 - the discriminator's inputs in channels-last 3-D layout, cuDNN's fastest for its bf16
-  convolutions (the weights stay as they are: other code holds views of their storage);
+  convolutions (the weights stay as they are: other code holds views of their storage),
+  and its convolutions with few input channels computed as 2-D ones (models/unfold_conv.py,
+  `d_convs="auto"`);
 - each loss (forward and, through AOTAutograd, its backward) optionally compiled by
   torch.compile with static shapes: batch norm, dropout and LeakyReLU fuse there;
 - random numbers come from the device's generator, so the step never waits for the host.
@@ -48,7 +50,7 @@ class FastGanLosses:
         compile: bool = True,
         channels_last: bool = True,
         fast_generator: bool = True,
-        d_convs: str | Sequence[str] = "cudnn",
+        d_convs: str | Sequence[str] = "auto",
     ) -> None:
         self.cfg = cfg
         self.device = next(generator.parameters()).device
@@ -59,7 +61,7 @@ class FastGanLosses:
         self.generator = FastGenerator(generator) if fast_generator else generator
         self.discriminator = (
             discriminator
-            if d_convs == "cudnn"
+            if d_convs == "cudnn" or not hasattr(discriminator, "features")  # wrapped: as is
             else FastDiscriminator(discriminator, d_convs, channels_last=channels_last)
         )
         if self.device.type == "cuda":
