@@ -12,7 +12,7 @@ from scaletrain.bench.perfmodel import (
     scaling_table,
 )
 
-WORK = Workload.from_rate(1504.0, 2048)  # measured on one H100 (docs/performance.md)
+WORK = Workload.from_rate(1504.0, 2048)  # an H100 rate of an earlier round: compute dominates
 NET = Network(alpha_s=10e-6, bandwidth_bps=25e9)
 
 
