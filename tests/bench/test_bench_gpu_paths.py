@@ -90,7 +90,7 @@ def test_bench_gen_on_cpu_reports_both_paths():
 def test_bench_train_on_cpu_reports_both_paths_and_losses():
     result = bench_training(
         (2,), baseline_batch_size=2, iters=1, warmup=0, precision="fp32", n_data=8,
-        loss_check_steps=2, loss_check_batch=2,
+        loss_check_steps=2, loss_check_batch=2, loss_check_fidelity=64,
         model_args={"latent_size": 8, "generator_filters": (4, 2, 2),
                     "discriminator_filters": (2, 2, 2, 2)},
     ).to_dict()  # fmt: skip
@@ -100,6 +100,9 @@ def test_bench_train_on_cpu_reports_both_paths_and_losses():
     losses = result["loss_check"]["losses"]
     assert set(losses) == {"d_loss", "d_bce", "d_energy_mape", "g_loss", "g_bce", "g_ecal_mape"}
     assert all(np.isfinite(v["fast_last_half_mean"]) for v in losses.values())
+    fidelity = result["loss_check"]["fidelity"]  # each trained generator vs held-out showers
+    assert set(fidelity) == {"eager", "fast"}
+    assert all(np.isfinite(v) and v > 0 for v in fidelity.values())
 
 
 def test_fast_gan_step_first_losses_match_the_task_at_the_same_weights():

@@ -139,6 +139,7 @@ def bench_training(
     n_data: int | None = None,
     loss_check_steps: int = 0,
     loss_check_batch: int = 128,
+    loss_check_fidelity: int = 2000,
     seed: int = 0,
     model_args: dict | None = None,
     on_row=None,
@@ -181,7 +182,7 @@ def bench_training(
     if loss_check_steps:
         check = loss_check(
             init, images, energy, host_images, host_energy, cfg, optim, dev,
-            loss_check_steps, loss_check_batch, precision, compile, seed,
+            loss_check_steps, loss_check_batch, precision, compile, seed, loss_check_fidelity,
         )  # fmt: skip
     return TrainBenchResult(device_info(dev), round(flops / 1e9, 3), rows, check)
 
@@ -205,17 +206,19 @@ def _row(path, precision, batch, sec, dev, flops) -> TrainRow:
 
 def loss_check(
     init, images, energy, host_images, host_energy, cfg, optim, dev,
-    steps: int, batch: int, precision: str, compile: bool, seed: int,
+    steps: int, batch: int, precision: str, compile: bool, seed: int, fidelity_showers: int = 0,
 ) -> dict:  # fmt: skip
-    """Train both paths from the same weights on the same batches; compare their losses.
+    """Train both paths from the same weights on the same batches; compare their losses and,
+    with fidelity_showers, the physics fidelity of what each trained generator produces.
 
     Random draws (latents, label flips, dropout) differ between the paths, so the losses
     agree statistically, not step by step: compare means over the last half of the run.
     """
     from scaletrain.bench.fast_train import LOSS_NAMES
 
-    base = _baseline(_to(init, dev), cfg, optim, dev)
-    fast = _fast(_to(init, dev), cfg, optim, precision, compile)
+    base_models, fast_models = _to(init, dev), _to(init, dev)
+    base = _baseline(base_models, cfg, optim, dev)
+    fast = _fast(fast_models, cfg, optim, precision, compile)
     _, lb = _run(base, host_images, host_energy, batch, steps, dev, seed)
     _, lf = _run(fast, images, energy, batch, steps, dev, seed)
     half = steps // 2
@@ -232,4 +235,28 @@ def loss_check(
         }  # fmt: skip
     out["eager_curve"] = lb[:, [0, 3]].tolist()
     out["fast_curve"] = lf[:, [0, 3]].tolist()
+    if fidelity_showers:
+        out["fidelity"] = _fidelities(
+            {"eager": base_models, "fast": fast_models}, cfg, optim, dev, fidelity_showers, seed
+        )
+    return out
+
+
+def _fidelities(paths: dict, cfg, optim, dev, n: int, seed: int) -> dict[str, float]:
+    """Fidelity (lower is better) of each path's trained generator against held-out showers
+    of the same kind as the training data (another seed). Both generate the same way (fp32
+    eager, same latents), so only their training differs."""
+    from scaletrain.calo import fidelity_score
+    from scaletrain.calo.binning import quantile_edges
+    from scaletrain.generate import generate_like
+    from scaletrain.tasks.gan import GanTask
+
+    images, energy = synthetic_showers(n, dev, seed + 1)
+    reference = {"ECAL": images.cpu().numpy(), "energy": energy.cpu().numpy()}
+    edges = quantile_edges(reference["energy"])
+    out = {}
+    for name, models in paths.items():
+        task = GanTask(cfg, optim, models, dev)
+        generated = generate_like(task, reference, seed=seed)
+        out[name] = float(fidelity_score(generated, reference, energy_bins=edges))
     return out

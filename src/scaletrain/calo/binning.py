@@ -76,3 +76,13 @@ def resolve_bins(energy_bins, reference_energy: np.ndarray) -> list[EnergyBin]:
     if energy_bins and isinstance(energy_bins[0], EnergyBin):
         return list(energy_bins)
     return bins_from_edges(energy_bins)
+
+
+def quantile_edges(energy, showers_per_bin: int = 200, max_bins: int = 6) -> list[float]:
+    """Energy-bin edges with enough showers in each bin for stable scores (used for the
+    fidelity of small samples: during training, in benchmarks)."""
+    n_bins = int(np.clip(len(energy) // showers_per_bin, 1, max_bins))
+    edges = np.unique(np.quantile(energy, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) < 2:  # a single primary energy
+        return [float(edges[0]) - 1.0, float(edges[0]) + 1.0]
+    return [float(e) for e in edges]

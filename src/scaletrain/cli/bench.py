@@ -142,6 +142,9 @@ def bench_train(
         0, help="Steps of the baseline-vs-fast loss comparison (0: skip)."
     ),
     loss_check_batch: int = typer.Option(128, help="Batch of the loss comparison."),
+    loss_check_fidelity: int = typer.Option(
+        2000, help="Showers for the fidelity of each path's generator after it (0: skip)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
 ) -> None:
     """Training samples/s: fast step (GPU data, bf16, compiled) vs the eager fp32 loop."""
@@ -159,7 +162,8 @@ def bench_train(
     result = bench_training(
         _sizes(batch_size), baseline_batch_size=baseline_batch_size, iters=iters,
         warmup=warmup, device=device, precision=precision, compile=compile, n_data=n_data,
-        loss_check_steps=loss_check, loss_check_batch=loss_check_batch, on_row=on_row,
+        loss_check_steps=loss_check, loss_check_batch=loss_check_batch,
+        loss_check_fidelity=loss_check_fidelity, on_row=on_row,
     )  # fmt: skip
     name = result.device.get("name", result.device["device"])
     Console().print(_table(f"training on {name}", result.rows, {
@@ -174,6 +178,9 @@ def bench_train(
                 f"{loss}: eager {v['eager_last_half_mean']:.4g}, "
                 f"fast {v['fast_last_half_mean']:.4g} (step-to-step std {v['step_std']:.3g})"
             )
+        if "fidelity" in result.loss_check:
+            f = result.loss_check["fidelity"]
+            Console().print(f"fidelity after it: eager {f['eager']:.4g}, fast {f['fast']:.4g}")
     _write_json(json_out, result.to_dict())
 
 

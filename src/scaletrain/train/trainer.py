@@ -269,12 +269,13 @@ class Trainer:
     def fidelity(self) -> float:
         """The physics fidelity of generated vs held-out showers (lower is better)."""
         from scaletrain.calo import fidelity_score
+        from scaletrain.calo.binning import quantile_edges
         from scaletrain.generate import generate_like
 
         reference = self.val_split.arrays(self.cfg.train.fidelity_showers)
         generated = generate_like(self.task, reference, seed=self.cfg.run.seed)
         return float(
-            fidelity_score(generated, reference, energy_bins=_quantile_edges(reference["energy"]))
+            fidelity_score(generated, reference, energy_bins=quantile_edges(reference["energy"]))
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -357,17 +358,6 @@ def _rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
-
-
-def _quantile_edges(energy, showers_per_bin: int = 200, max_bins: int = 6) -> list[float]:
-    """Energy-bin edges with enough showers in each bin for stable scores."""
-    import numpy as np
-
-    n_bins = int(np.clip(len(energy) // showers_per_bin, 1, max_bins))
-    edges = np.unique(np.quantile(energy, np.linspace(0, 1, n_bins + 1)))
-    if len(edges) < 2:  # a single primary energy
-        return [float(edges[0]) - 1.0, float(edges[0]) + 1.0]
-    return [float(e) for e in edges]
 
 
 def train(
