@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from scaletrain.errors import CheckpointError, RunDirError, TrainingError
+from scaletrain.parallel.strategy import Strategy
 from scaletrain.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scaletrain.train.metrics import read_metrics
-from scaletrain.train.trainer import train
+from scaletrain.train.trainer import Trainer, train
 
 
 def step_losses(run_dir, epoch):
@@ -116,3 +117,25 @@ def test_fidelity_is_computed_during_training_and_picks_the_best_checkpoint(tiny
     best = load_checkpoint(result.run_dir / "best.pt")
     assert best["metrics"]["val/fidelity"] == min(values)
     assert result.best == {"metric": "val/fidelity", "value": min(values), "epoch": best["epoch"]}
+
+
+class _Shard(Strategy):
+    """One process standing in for rank `r` of a data-parallel group of 2 (no communication)."""
+
+    def __init__(self, r: int) -> None:
+        self.r = r
+
+    @property
+    def data_rank(self) -> tuple[int, int]:
+        return self.r, 2
+
+
+def test_data_parallel_ranks_draw_different_latents(tiny_gan_config, tmp_path):
+    """Replicas that read different shards must not also share their GAN noise."""
+    draws = []
+    for r in (0, 1, 0):
+        trainer = Trainer(tiny_gan_config(f"run.dir={tmp_path / str(r)}"), strategy=_Shard(r),
+                          overwrite=True)  # fmt: skip
+        draws.append(trainer.task.sample_energies(4))
+    assert torch.equal(draws[0], draws[2])  # the same rank, the same stream
+    assert not torch.equal(draws[0], draws[1])

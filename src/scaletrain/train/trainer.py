@@ -78,7 +78,9 @@ class Trainer:
         autocast = None
         if cfg.run.precision == "bf16":
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
-        self.task = build_task(cfg, models, self.device, autocast)
+        # ranks that read different data also draw different latents and label flips;
+        # ranks that share their data (pipeline stages) draw the same
+        self.task = build_task(cfg, models, self.device, autocast, seed=cfg.run.seed + 7919 * rank)
         if main:  # only now: bad data or models must not touch an existing run
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         self.epoch = 0  # completed epochs
