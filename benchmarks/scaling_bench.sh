@@ -19,7 +19,8 @@ gpu)  # the published 3DGAN on the trainer's fastest GPU path (fast step, compil
   for batch in 128 1024; do
     python -m scaletrain bench scaling --model 3dgan --modes allreduce,downpour,easgd,gem \
       --np 1,2,3 --device cuda --precision bf16 --batch-size "$batch" --steps 50 --warmup 10 \
-      --repeats 2 --timeout 1500 ${MPIEXEC:-} --out "$OUT/gpu_b$batch" \
+      --repeats 2 --timeout 1500 --set parallel.timeout_s=900 ${MPIEXEC:-} \
+      --out "$OUT/gpu_b$batch" \
       2>&1 | tee "$OUT/gpu_b$batch.log"
   done ;;
 *) echo "usage: bash benchmarks/scaling_bench.sh cpu|gpu" >&2; exit 2 ;;
