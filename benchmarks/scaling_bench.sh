@@ -19,7 +19,7 @@ gpu)  # the published 3DGAN on the trainer's fastest GPU path (fast step, compil
   for batch in 128 1024; do
     python -m scaletrain bench scaling --model 3dgan --modes allreduce,downpour,easgd,gem \
       --np 1,2,3 --device cuda --precision bf16 --batch-size "$batch" --steps 50 --warmup 10 \
-      --repeats 2 --timeout 1500 --set parallel.timeout_s=900 ${MPIEXEC:-} \
+      --repeats 2 --timeout 1500 ${MPIEXEC:-} \
       --out "$OUT/gpu_b$batch" \
       2>&1 | tee "$OUT/gpu_b$batch.log"
   done ;;

@@ -137,6 +137,9 @@ class ParallelConfig:
     # GEM's proxy amplification (the authors' scripts: "2 is a good value")
     gem_kappa: float = field(default=2.0, metadata=_range(0.0))
     timeout_s: float = field(default=60.0, metadata=_range(1.0))
+    # how long a parameter-server master waits for each worker's first update: the first
+    # steps compile (gan.compile), autotune and fill caches, which can take minutes
+    startup_timeout_s: float = field(default=1200.0, metadata=_range(1.0))
     on_worker_loss: Literal["continue", "abort"] = "continue"
     # pipeline: each batch runs through the stages as this many micro-batches (fewer when the
     # batch is smaller); stages are cut by measured FLOPs per layer, or at equal layer counts

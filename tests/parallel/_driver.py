@@ -11,6 +11,7 @@ rank also writes OUT.rank<r>.json with a checksum of its final weights.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -30,6 +31,13 @@ def weights_checksum(models: dict[str, torch.nn.Module]) -> float:
 
 def all_params(models: dict[str, torch.nn.Module]) -> list[torch.Tensor]:
     return [p.detach() for name in sorted(models) for p in models[name].parameters()]
+
+
+def write_atomically(path: Path, obj: dict) -> None:
+    """A reader sees the whole file or none (an abort may end this process at any time)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
 
 def hang_at(strategy, step: int, seconds: float) -> None:
@@ -72,7 +80,7 @@ def main() -> None:
         except ScaletrainError as exc:
             record = {"error": str(exc)}
             if world.rank == 0:
-                out_path.write_text(json.dumps({**results, run["name"]: record}))
+                write_atomically(out_path, {**results, run["name"]: record})
             print(f"rank {world.rank}: {exc}", file=sys.stderr, flush=True)
             world.abort(3)
         finally:
@@ -81,7 +89,7 @@ def main() -> None:
         results[run["name"]] = record
     Path(f"{out_path}.rank{world.rank}.json").write_text(json.dumps(mine))
     if world.rank == 0:
-        out_path.write_text(json.dumps(results))
+        write_atomically(out_path, results)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,27 @@ def test_an_overlapped_exchange_keeps_the_steps_trained_while_it_travelled(rule)
     correction = torch.zeros(2)
     rule.correction(reply, sent, correction)
     assert torch.allclose(sent + trained + correction, at_send + trained)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_a_worker_slow_to_its_first_update_is_waited_for(class_overrides, tmp_path):
+    """A worker's first steps may compile for minutes: the master allows them
+    parallel.startup_timeout_s, and only then applies parallel.timeout_s."""
+    common = ["parallel.mode=downpour", "parallel.timeout_s=2", "parallel.on_worker_loss=abort",
+              "train.epochs=1"]  # fmt: skip
+    slow_first = {"rank": 2, "step": 1, "seconds": 6}
+    runs = [
+        {"name": "grace", "overrides": class_overrides("grace", *common), "hang": slow_first},
+        {
+            "name": "no-grace",
+            "overrides": class_overrides("nograce", *common, "parallel.startup_timeout_s=2"),
+            "hang": slow_first,
+        },
+    ]
+    results, _, proc = run_driver(3, runs, tmp_path / "job", timeout=180)
+    assert "grace" in results, proc.stderr[-3000:]
+    assert "error" not in results["grace"], results["grace"]
+    assert results["grace"]["metrics"]["ps/updates"] > 0
+    error = results["no-grace"]["error"]
+    assert "no first update from rank 2 within 2 s (parallel.startup_timeout_s)" in error, error

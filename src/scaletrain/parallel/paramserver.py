@@ -329,11 +329,14 @@ class ParamServer(Strategy):
             requests, self.cfg.timeout_s, lambda: self._silent(self.clients, "initial weights")
         )
 
-    def _silent(self, ranks: list[int], what: str = "message") -> str:
+    def _silent(self, ranks: list[int], what: str = "message", startup: bool = False) -> str:
         names = ", ".join(str(r) for r in ranks)
+        key, limit = "timeout_s", self.cfg.timeout_s
+        if startup:
+            key, limit = "startup_timeout_s", max(limit, self.cfg.startup_timeout_s)
         return (
             f"parameter server rank {self.rank}: no {what} from rank {names} within "
-            f"{self.cfg.timeout_s:g} s (parallel.timeout_s); it died or hung"
+            f"{limit:g} s (parallel.{key}); it died or hung"
         )
 
     # ------------------------------------------------------------------ the server loop
@@ -351,13 +354,18 @@ class ParamServer(Strategy):
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
+        started: set[int] = set()  # clients whose first update is in
+
+        def limit(c: int) -> float:  # first steps may compile for minutes
+            return timeout if c in started else max(timeout, self.cfg.startup_timeout_s)
+
         next_epoch, since_up, pause = start_epoch, 0, 1e-4
         while pending:
             ready = next((c for c, r in pending.items() if r.Test()), None)
             if ready is None:
                 now = time.monotonic()
-                for c in [c for c in pending if now - heard[c] > timeout]:
-                    self._lose(c, pending, alive, sends, heard[c])
+                for c in [c for c in pending if now - heard[c] > limit(c)]:
+                    self._lose(c, pending, alive, sends, heard[c], first=c not in started)
                 # replies still on their way advance only while this loop calls into MPI:
                 # no pause then (see SPIN_S)
                 replying = not MPI.Request.Testall(list(sends.values()))
@@ -378,6 +386,7 @@ class ParamServer(Strategy):
                 self._lose(c, pending, alive, sends, heard[c])
                 continue
             heard[c], steps[c] = time.monotonic(), step
+            started.add(c)
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
             if c in sends:
@@ -438,8 +447,9 @@ class ParamServer(Strategy):
         alive: set[int],
         sends: dict[int, Any],
         heard: float,
+        first: bool = False,
     ) -> None:
-        message = self._silent([client])
+        message = self._silent([client], "first update" if first else "message", first)
         if self.cfg.on_worker_loss == "abort":
             raise TrainingError(message + " (parallel.on_worker_loss: abort)")
         print(
