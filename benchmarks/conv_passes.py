@@ -6,7 +6,8 @@ Formulations (all exact in real arithmetic):
 - cudnn3d_bf16_cl: F.conv3d, bf16, channels-last-3d (what the fast step runs);
 - cudnn3d_tf32: F.conv3d, float32 NCDHW with TF32;
 - unfold2d_bf16: the k depth taps stacked into the channels (k*C inputs), then a 2-D k x k
-  convolution over (batch * depth) images; the input gradient sums k shifted slices back;
+  convolution over (batch * depth) images; the input gradient sums k shifted slices back
+  (models/unfold_conv.py);
 - im2col_bf16 (one input channel only): the k^3 taps as a (voxels, k^3) matrix and one GEMM.
 """
 
@@ -18,6 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+from scaletrain.models.unfold_conv import fold_depth, unfold_depth
 
 # (name, in channels, out channels, padded input size): valid 5^3 convolutions
 LAYERS = [
@@ -62,24 +65,11 @@ def conv_passes(x, w, dims: int) -> dict[str, float]:
     }
 
 
-def unfold_depth(x_cl: torch.Tensor) -> torch.Tensor:
+def images_2d(x_cl: torch.Tensor) -> torch.Tensor:
     """(B, C, D, H, W) channels-last-3d -> (B*Do, K*C, H, W) channels-last 2-D images."""
-    b, c, d, h, w = x_cl.shape
-    do = d - K + 1
-    xp = x_cl.permute(0, 2, 3, 4, 1)  # (B, D, H, W, C), contiguous
-    stacked = torch.stack([xp[:, dz : dz + do] for dz in range(K)], dim=4)  # (B,Do,H,W,K,C)
-    return stacked.reshape(b * do, h, w, K * c).permute(0, 3, 1, 2)
-
-
-def fold_depth(g2: torch.Tensor, b: int, c: int, d: int) -> torch.Tensor:
-    """The input gradient of unfold_depth: (B*Do, K*C, H, W) -> (B, D, H, W, C) sums."""
-    do = d - K + 1
-    h, w = g2.shape[2], g2.shape[3]
-    g = g2.permute(0, 2, 3, 1).reshape(b, do, h, w, K, c)
-    out = g.new_zeros(b, d, h, w, c)
-    for dz in range(K):
-        out[:, dz : dz + do] += g[:, :, :, :, dz]
-    return out
+    _, c, _, h, w = x_cl.shape
+    stacked = unfold_depth(x_cl.permute(0, 2, 3, 4, 1), K)  # (B, Do, H, W, K, C)
+    return stacked.reshape(-1, h, w, K * c).permute(0, 3, 1, 2)
 
 
 def bench_layer(batch: int, cin: int, cout: int, size: int) -> dict:
@@ -99,11 +89,11 @@ def bench_layer(batch: int, cin: int, cout: int, size: int) -> dict:
         .reshape(cout, K * cin, K, K)
         .contiguous(memory_format=torch.channels_last)
     )
-    x2 = unfold_depth(xb)
+    x2 = images_2d(xb)
     r = conv_passes(x2, w2, 2)
-    r["unfold"] = timed(lambda: unfold_depth(xb))
-    g2 = torch.randn_like(x2)
-    r["fold"] = timed(lambda: fold_depth(g2, batch, cin, size))
+    r["unfold"] = timed(lambda: images_2d(xb))
+    g = torch.randn(batch, size - K + 1, size, size, K, cin, device=dev, dtype=bf)
+    r["fold"] = timed(lambda: fold_depth(g, size))
     out["unfold2d_bf16"] = r
     with torch.no_grad():  # the formulation is exact: compare with float64
         ref = F.conv3d(x32.double(), w32.double())

@@ -22,22 +22,31 @@ import torch
 import torch.nn.functional as F
 
 
-class _DepthUnfold(torch.autograd.Function):
+def unfold_depth(x: torch.Tensor, k: int) -> torch.Tensor:
     """(B, D, H, W, C) -> (B, Do, H, W, k, C): k depth-shifted copies, Do = D - k + 1."""
+    do = x.shape[1] - k + 1
+    return torch.stack([x[:, dz : dz + do] for dz in range(k)], dim=4)
 
+
+def fold_depth(grad: torch.Tensor, depth: int) -> torch.Tensor:
+    """The gradient of unfold_depth: (B, Do, H, W, k, C) -> (B, depth, H, W, C), each of the k
+    shifted slices summed back where it was read."""
+    k, do = grad.shape[4], grad.shape[1]
+    out = grad.new_zeros(grad.shape[0], depth, *grad.shape[2:4], grad.shape[5])
+    for dz in range(k):
+        out[:, dz : dz + do] += grad[:, :, :, :, dz]
+    return out
+
+
+class _DepthUnfold(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:
-        ctx.k, ctx.depth = k, x.shape[1]
-        do = x.shape[1] - k + 1
-        return torch.stack([x[:, dz : dz + do] for dz in range(k)], dim=4)
+        ctx.depth = x.shape[1]
+        return unfold_depth(x, k)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        k, do = ctx.k, grad.shape[1]
-        out = grad.new_zeros(grad.shape[0], ctx.depth, *grad.shape[2:4], grad.shape[5])
-        for dz in range(k):
-            out[:, dz : dz + do] += grad[:, :, :, :, dz]
-        return out, None
+        return fold_depth(grad, ctx.depth), None
 
 
 def unfold_conv3d(

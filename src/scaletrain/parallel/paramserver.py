@@ -193,9 +193,9 @@ class ParamServerWorker(AllReduceStrategy):
         size = self.state.host.numel()
         self._client = _Client(self.channel, self.world.rank, self.server, size, self.cfg.timeout_s)
         self.pulled = torch.zeros(size)
-        # overlap: the parameters as sent, and what to add to them when the reply is in
-        self.sent = torch.zeros(self.state.n_params)
-        self.correction = torch.zeros(self.state.n_params)
+        if self._thread is not None:  # the parameters as sent; what to add when the reply is in
+            self.sent = torch.zeros(self.state.n_params)
+            self.correction = torch.zeros(self.state.n_params)
         if self.lead:
             self._client.receive(self.state.host, "initial weights")
         self._share()
@@ -329,11 +329,16 @@ class ParamServer(Strategy):
             requests, self.cfg.timeout_s, lambda: self._silent(self.clients, "initial weights")
         )
 
-    def _silent(self, ranks: list[int], what: str = "message", startup: bool = False) -> str:
+    def _allowance(self, first: bool) -> tuple[float, str]:
+        """Seconds a client may stay silent, and the option that sets them: a first update
+        may wait for steps that compile for minutes (gan.compile)."""
+        if first:
+            return max(self.cfg.timeout_s, self.cfg.startup_timeout_s), "startup_timeout_s"
+        return self.cfg.timeout_s, "timeout_s"
+
+    def _silent(self, ranks: list[int], what: str = "message", first: bool = False) -> str:
         names = ", ".join(str(r) for r in ranks)
-        key, limit = "timeout_s", self.cfg.timeout_s
-        if startup:
-            key, limit = "startup_timeout_s", max(limit, self.cfg.startup_timeout_s)
+        limit, key = self._allowance(first)
         return (
             f"parameter server rank {self.rank}: no {what} from rank {names} within "
             f"{limit:g} s (parallel.{key}); it died or hung"
@@ -354,18 +359,15 @@ class ParamServer(Strategy):
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
-        started: set[int] = set()  # clients whose first update is in
-
-        def limit(c: int) -> float:  # first steps may compile for minutes
-            return timeout if c in started else max(timeout, self.cfg.startup_timeout_s)
-
         next_epoch, since_up, pause = start_epoch, 0, 1e-4
         while pending:
             ready = next((c for c, r in pending.items() if r.Test()), None)
             if ready is None:
                 now = time.monotonic()
-                for c in [c for c in pending if now - heard[c] > limit(c)]:
-                    self._lose(c, pending, alive, sends, heard[c], first=c not in started)
+                for c in list(pending):
+                    first = pulled_at[c] == 0  # no update of c applied yet
+                    if now - heard[c] > self._allowance(first)[0]:
+                        self._lose(c, pending, alive, sends, heard[c], first)
                 # replies still on their way advance only while this loop calls into MPI:
                 # no pause then (see SPIN_S)
                 replying = not MPI.Request.Testall(list(sends.values()))
@@ -386,7 +388,6 @@ class ParamServer(Strategy):
                 self._lose(c, pending, alive, sends, heard[c])
                 continue
             heard[c], steps[c] = time.monotonic(), step
-            started.add(c)
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
             if c in sends:
