@@ -19,7 +19,7 @@ train)
   $st bench train --batch-size 2048 --baseline-batch-size 128 --iters 6 --warmup 2 \
     --json "$OUT/train_compiled.json" 2>&1 | tee "$OUT/train_compiled.log" ;;
 guard)  # about 6 minutes: 400 eager fp32 steps at batch 128 dominate
-  $st bench train --batch-size 1024 --baseline-batch-size 128 --no-compile --iters 3 --warmup 1 \
+  $st bench train --batch-size 1024 --baseline-batch-size 128 --no-compile --iters 2 --warmup 1 \
     --loss-check 400 --loss-check-batch 128 --loss-check-fidelity 2000 \
     --json "$OUT/guard.json" 2>&1 | tee "$OUT/guard.log" ;;
 *) echo "usage: OUT=dir bash benchmarks/gpu_bench.sh gen|train|guard" >&2; exit 2 ;;

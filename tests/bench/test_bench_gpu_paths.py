@@ -100,9 +100,11 @@ def test_bench_train_on_cpu_reports_both_paths_and_losses():
     losses = result["loss_check"]["losses"]
     assert set(losses) == {"d_loss", "d_bce", "d_energy_mape", "g_loss", "g_bce", "g_ecal_mape"}
     assert all(np.isfinite(v["fast_last_half_mean"]) for v in losses.values())
-    fidelity = result["loss_check"]["fidelity"]  # each trained generator vs held-out showers
-    assert set(fidelity) == {"eager", "fast"}
-    assert all(np.isfinite(v) and v > 0 for v in fidelity.values())
+    check = result["loss_check"]  # each trained generator vs held-out simulated showers
+    assert set(check["fidelity"]) == {"eager", "fast"}
+    assert all(np.isfinite(v) and v > 0 for v in check["fidelity"].values())
+    assert check["fidelity_steps"] == [2]  # second half of 2 steps: scored once
+    assert all(len(curve) == 1 for curve in check["fidelity_curve"].values())
 
 
 def test_fast_gan_step_first_losses_match_the_task_at_the_same_weights():

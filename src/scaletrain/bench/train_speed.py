@@ -4,16 +4,19 @@ The baseline is the project's GanTask step (tasks/gan.py) on the published model
 driven by a plain loop: batches taken from host memory and copied to the device each step,
 backward and optimizer step per update. The fast path is bench/fast_train.FastGanStep. Both
 start from the same weights; "samples" are real showers consumed (the batch size per step,
-as the trainer counts them). The data are synthetic shower-like images made on the device:
-throughput does not depend on their values.
+as the trainer counts them). The timed data are synthetic shower-like images made on the
+device (throughput does not depend on their values); the loss and fidelity check trains on
+showers of the project's simulator.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from scaletrain.bench.flops import discriminator_flops, generator_flops, train_flops_per_sample
@@ -98,8 +101,9 @@ def _fast(models, cfg, optim, precision: str, compile: bool):
     return lambda images, energy: fast.step(images.unsqueeze(1), energy)
 
 
-def _run(step, images, energy, batch: int, steps: int, dev: torch.device, seed: int):
-    """`steps` steps over shuffled batches; returns (seconds, per-step losses on the host).
+def _run(step, images, energy, batch: int, steps: int, dev: torch.device, seed: int, first=0):
+    """`steps` steps over shuffled batches from step `first` on; returns (seconds, per-step
+    losses on the host).
 
     Images on the host are copied batch by batch (the plain loop); on `dev` they are gathered.
     """
@@ -110,7 +114,7 @@ def _run(step, images, energy, batch: int, steps: int, dev: torch.device, seed: 
     order = torch.randperm(n, device=images.device, generator=gen)
     _sync(dev)
     start = time.perf_counter()
-    for i in range(steps):
+    for i in range(first, first + steps):
         lo = (i * batch) % max(n - batch + 1, 1)
         idx = order[lo : lo + batch]
         x, e = images[idx], energy[idx]
@@ -181,8 +185,8 @@ def bench_training(
     check = {}
     if loss_check_steps:
         check = loss_check(
-            init, images, energy, host_images, host_energy, cfg, optim, dev,
-            loss_check_steps, loss_check_batch, precision, compile, seed, loss_check_fidelity,
+            init, cfg, optim, dev, loss_check_steps, loss_check_batch, precision, compile,
+            seed, loss_check_fidelity,
         )  # fmt: skip
     return TrainBenchResult(device_info(dev), round(flops / 1e9, 3), rows, check)
 
@@ -205,24 +209,42 @@ def _row(path, precision, batch, sec, dev, flops) -> TrainRow:
 
 
 def loss_check(
-    init, images, energy, host_images, host_energy, cfg, optim, dev,
-    steps: int, batch: int, precision: str, compile: bool, seed: int, fidelity_showers: int = 0,
+    init, cfg, optim, dev, steps: int, batch: int, precision: str, compile: bool, seed: int,
+    fidelity_showers: int = 0, fidelity_points: int = 4,
 ) -> dict:  # fmt: skip
-    """Train both paths from the same weights on the same batches; compare their losses and,
-    with fidelity_showers, the physics fidelity of what each trained generator produces.
+    """Train both paths from the same weights on the same batches of simulated showers;
+    compare their losses and, with fidelity_showers, the physics fidelity of what each
+    generator produces at `fidelity_points` steps spread over the second half of the run.
 
     Random draws (latents, label flips, dropout) differ between the paths, so the losses
     agree statistically, not step by step: compare means over the last half of the run.
+    Fidelity jumps from step to step of a GAN, hence several points and their median.
     """
     from scaletrain.bench.fast_train import LOSS_NAMES
 
+    images, energy = _simulated(min(steps * batch, 16384), seed, dev)
+    host_images, host_energy = images.cpu(), energy.cpu()
     base_models, fast_models = _to(init, dev), _to(init, dev)
-    base = _baseline(base_models, cfg, optim, dev)
-    fast = _fast(fast_models, cfg, optim, precision, compile)
-    _, lb = _run(base, host_images, host_energy, batch, steps, dev, seed)
-    _, lf = _run(fast, images, energy, batch, steps, dev, seed)
+    paths = {
+        "eager": (base_models, _baseline(base_models, cfg, optim, dev), host_images, host_energy),
+        "fast": (fast_models, _fast(fast_models, cfg, optim, precision, compile), images, energy),
+    }
     half = steps // 2
-    out = {"steps": steps, "batch_size": batch, "losses": {}}
+    points = range(1, fidelity_points + 1)
+    marks = sorted({half - (-(steps - half) * k // fidelity_points) for k in points})  # ceil
+    marks = marks if fidelity_showers else [steps]
+    reference = _reference(fidelity_showers, seed + 1, dev) if fidelity_showers else None
+    losses, fidelity = {}, {}
+    for name, (models, step, x, e) in paths.items():
+        done, parts, scores = 0, [], []
+        for mark in marks:
+            parts.append(_run(step, x, e, batch, mark - done, dev, seed, first=done)[1])
+            done = mark
+            if reference is not None:
+                scores.append(_fidelity(models, reference, cfg, optim, dev, seed))
+        losses[name], fidelity[name] = torch.cat(parts), scores
+    lb, lf = losses["eager"], losses["fast"]
+    out = {"steps": steps, "batch_size": batch, "data": "simulated showers", "losses": {}}
     for i, name in enumerate(LOSS_NAMES):
         b_first, f_first = float(lb[0, i]), float(lf[0, i])
         b_last, f_last = float(lb[half:, i].mean()), float(lf[half:, i].mean())
@@ -235,28 +257,36 @@ def loss_check(
         }  # fmt: skip
     out["eager_curve"] = lb[:, [0, 3]].tolist()
     out["fast_curve"] = lf[:, [0, 3]].tolist()
-    if fidelity_showers:
-        out["fidelity"] = _fidelities(
-            {"eager": base_models, "fast": fast_models}, cfg, optim, dev, fidelity_showers, seed
-        )
+    if reference is not None:
+        out["fidelity_steps"] = marks
+        out["fidelity_curve"] = fidelity
+        out["fidelity"] = {name: float(np.median(v)) for name, v in fidelity.items()}
     return out
 
 
-def _fidelities(paths: dict, cfg, optim, dev, n: int, seed: int) -> dict[str, float]:
-    """Fidelity (lower is better) of each path's trained generator against held-out showers
-    of the same kind as the training data (another seed). Both generate the same way (fp32
-    eager, same latents), so only their training differs."""
-    from scaletrain.calo import fidelity_score
+def _simulated(n: int, seed: int, dev: torch.device):
+    """n electron showers of the project's simulator, 10-500 GeV, on `dev`."""
+    from scaletrain.data.simulator import simulate_showers
+
+    d = simulate_showers(n, (10.0, 500.0), seed=seed, workers=min(os.cpu_count() or 1, 16))
+    return torch.from_numpy(d["ECAL"]).to(dev), torch.from_numpy(d["energy"]).to(dev)
+
+
+def _reference(n: int, seed: int, dev: torch.device) -> dict:
     from scaletrain.calo.binning import quantile_edges
+
+    images, energy = _simulated(n, seed, dev)
+    reference = {"ECAL": images.cpu().numpy(), "energy": energy.cpu().numpy()}
+    return {"showers": reference, "edges": quantile_edges(reference["energy"])}
+
+
+def _fidelity(models, reference: dict, cfg, optim, dev, seed: int) -> float:
+    """Fidelity (lower is better) of a generator against held-out simulated showers. Every
+    path generates the same way (fp32 eager, the same latents): only their training differs."""
+    from scaletrain.calo import fidelity_score
     from scaletrain.generate import generate_like
     from scaletrain.tasks.gan import GanTask
 
-    images, energy = synthetic_showers(n, dev, seed + 1)
-    reference = {"ECAL": images.cpu().numpy(), "energy": energy.cpu().numpy()}
-    edges = quantile_edges(reference["energy"])
-    out = {}
-    for name, models in paths.items():
-        task = GanTask(cfg, optim, models, dev)
-        generated = generate_like(task, reference, seed=seed)
-        out[name] = float(fidelity_score(generated, reference, energy_bins=edges))
-    return out
+    showers = reference["showers"]
+    generated = generate_like(GanTask(cfg, optim, models, dev), showers, seed=seed)
+    return float(fidelity_score(generated, showers, energy_bins=reference["edges"]))

@@ -143,7 +143,9 @@ def bench_train(
     ),
     loss_check_batch: int = typer.Option(128, help="Batch of the loss comparison."),
     loss_check_fidelity: int = typer.Option(
-        2000, help="Showers for the fidelity of each path's generator after it (0: skip)."
+        2000,
+        help="Showers for the fidelity of each path's generator, scored at 4 steps of the "
+        "comparison's second half (0: skip).",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON."),
 ) -> None:
@@ -179,8 +181,13 @@ def bench_train(
                 f"fast {v['fast_last_half_mean']:.4g} (step-to-step std {v['step_std']:.3g})"
             )
         if "fidelity" in result.loss_check:
-            f = result.loss_check["fidelity"]
-            Console().print(f"fidelity after it: eager {f['eager']:.4g}, fast {f['fast']:.4g}")
+            check = result.loss_check
+            for name, curve in check["fidelity_curve"].items():
+                Console().print(
+                    f"fidelity of {name} at steps {check['fidelity_steps']}: "
+                    + ", ".join(f"{v:.4g}" for v in curve)
+                    + f" (median {check['fidelity'][name]:.4g})"
+                )
     _write_json(json_out, result.to_dict())
 
 
