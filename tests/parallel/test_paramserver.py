@@ -98,6 +98,47 @@ def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
 
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
+def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
+    tiny_gan_config, tmp_path
+):
+    """One master + one worker: overlapping the exchanges changes nothing but rounding, so the
+    central model ends with the same weights and batch-norm running statistics either way
+    (a worker that took the statistics of the reply reset its own to an earlier send's)."""
+    runs = []
+    for overlap in ("true", "false"):
+        cfg = tiny_gan_config(
+            f"run.dir={tmp_path / overlap}",
+            "train.epochs=1",
+            "run.device=cpu",
+            "data.max_showers=80",
+            "train.batch_size=8",
+            "run.threads=1",
+        )
+        runs.append(
+            {
+                "name": overlap,
+                "config": cfg.to_dict(),
+                "overrides": [
+                    "parallel.mode=downpour",
+                    "parallel.sync_every=1",
+                    f"parallel.overlap={overlap}",
+                ],
+            }
+        )
+    _, _, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = [load_checkpoint(tmp_path / name / "best.pt")["models"] for name in ("true", "false")]
+    stats = [{k: v for m, sd in s.items() for k, v in ((f"{m}.{k}", v) for k, v in sd.items())
+              if "running" in k} for s in states]  # fmt: skip
+    assert stats[0], "the tiny 3DGAN has batch norm"
+    for key, value in stats[1].items():
+        init = 0.0 if key.endswith("running_mean") else 1.0  # PyTorch's initial statistics
+        assert not torch.allclose(value, torch.full_like(value, init)), key  # they moved
+        assert torch.allclose(stats[0][key], value, rtol=1e-4, atol=1e-6), key
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
 def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides, tmp_path):
     overrides = class_overrides(
         "sub", "parallel.mode=downpour", "parallel.masters=2", "parallel.sync_every=2",

@@ -8,7 +8,8 @@ that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exch
     server -> worker   reply (float32): the central variable
 
 The server applies the rule (`rules.py`) to the parameter part; buffers (batch-norm
-statistics) are taken from the latest worker. Staleness of an update is the number of
+statistics) are not averaged: the central model takes the latest worker's, and each worker
+keeps its own. Staleness of an update is the number of
 central updates applied between the worker's last pull and its update. Every wait polls
 with a deadline (`parallel.timeout_s`) and names the rank that went silent.
 
@@ -232,8 +233,9 @@ class ParamServerWorker(AllReduceStrategy):
                 self._in_flight.result()  # raises what the thread raised (a silent server)
                 self._in_flight = None
                 host[:n] += self.correction
-                host[n:] = client.reply[n:]
-            client.payload[n:] = host[n:]  # buffers travel as they are
+            # buffers travel as they are and the worker keeps its own: a reply's are those
+            # of an earlier send, and taking them would undo the steps since
+            client.payload[n:] = host[n:]
             if self._thread is not None and kind != DONE:
                 self.sent.copy_(host[:n])
                 self._in_flight = self._thread.submit(self._round_trip, kind, step)
@@ -241,7 +243,6 @@ class ParamServerWorker(AllReduceStrategy):
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
                 reply = client.exchange(kind, step)
                 self.rule.merge(host[:n], reply[:n])
-                host[n:] = reply[n:]
                 self.pulled.copy_(reply)
             self._closed = kind == DONE
         self._share()
