@@ -278,6 +278,7 @@ def test_a_hung_stage_is_named_within_the_timeout(class_overrides, tmp_path):
     runs = [{"name": "hang", "overrides": overrides, "hang": {"rank": 1, "step": 3}}]
     results, _, proc = run_driver(2, runs, tmp_path / "job", timeout=100)
     assert proc.returncode != 0
+    assert "hang" in results, proc.stderr[-3000:]  # rank 0 wrote its error before aborting
     error = results["hang"]["error"]
-    assert error.startswith("pipeline stage 0:") and "rank 1" in error
+    assert error.startswith("pipeline stage 0:") and "rank 1" in error, error
     assert "within 5 s (parallel.timeout_s); it died or hung" in error
