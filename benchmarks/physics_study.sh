@@ -4,7 +4,8 @@
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
 #   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
 # Every run has a time limit (LIMIT seconds); a run stopped by it keeps its last finished
-# epoch, which is then generated from and validated like a finished run.
+# epoch, which is then generated from and validated like a finished run. PARALLEL=1 starts
+# the runs at once (they share the GPUs), each archived under OUT/RUN.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
@@ -17,6 +18,14 @@ mkdir -p "$OUT" "$LOG"
   --seed 0 --workers "$WORKERS" --no-progress
 [ -d "$DATA/ref" ] || $st data simulate --out "$DATA/ref" --n 10000 --energies 10:500 \
   --seed 1 --workers "$WORKERS" --shard-size 10000 --no-progress
+if [ "${PARALLEL:-0}" = 1 ] && [ $# -gt 1 ]; then
+  for run in "$@"; do
+    PARALLEL=0 OUT="$OUT/$run" bash "$0" "$run" > "$LOG/$run.script.log" 2>&1 &
+  done
+  wait
+  for run in "$@"; do cat "$LOG/$run.script.log"; done
+  exit 0
+fi
 common=("${CONFIG:-configs/3dgan.yaml}" --epochs "$EPOCHS" --set "run.precision=${PRECISION:-bf16}"
   --set "data.path=$DATA/train" --set "train.batch_size=$BATCH" --set train.fidelity_every=1
   --set train.fidelity_showers=2000 --set train.progress=false --set gan.compile=false
