@@ -12,7 +12,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the 
 OUT=${OUT:-study_out}; DATA=${DATA:-/tmp/study}; N=${N:-55000}; EPOCHS=${EPOCHS:-5}
 BATCH=${BATCH:-128}; LIMIT=${LIMIT:-400}; WORKERS=${WORKERS:-14}  # CONFIG: another config
 st="python -m scaletrain"
-LOG="$DATA/out"
+LOG=${LOG:-$DATA/out}  # what the archive holds
 mkdir -p "$OUT" "$LOG"
 [ -d "$DATA/train" ] || $st data simulate --out "$DATA/train" --n "$N" --energies 2:500 \
   --seed 0 --workers "$WORKERS" --no-progress
@@ -20,7 +20,7 @@ mkdir -p "$OUT" "$LOG"
   --seed 1 --workers "$WORKERS" --shard-size 10000 --no-progress
 if [ "${PARALLEL:-0}" = 1 ] && [ $# -gt 1 ]; then
   for run in "$@"; do
-    PARALLEL=0 OUT="$OUT/$run" bash "$0" "$run" > "$LOG/$run.script.log" 2>&1 &
+    PARALLEL=0 OUT="$OUT/$run" LOG="$LOG/$run" bash "$0" "$run" > "$LOG/$run.script.log" 2>&1 &
   done
   wait
   for run in "$@"; do cat "$LOG/$run.script.log"; done

@@ -102,8 +102,8 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
     tiny_gan_config, tmp_path
 ):
     """One master + one worker: overlapping the exchanges changes nothing but rounding, so the
-    central model ends with the same weights and batch-norm running statistics either way
-    (a worker that took the statistics of the reply reset its own to an earlier send's)."""
+    central model ends with the same batch-norm running statistics either way (a worker that
+    took the statistics of the reply reset its own to an earlier send's)."""
     runs = []
     for overlap in ("true", "false"):
         cfg = tiny_gan_config(
@@ -128,8 +128,10 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
     _, _, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = [load_checkpoint(tmp_path / name / "best.pt")["models"] for name in ("true", "false")]
-    stats = [{k: v for m, sd in s.items() for k, v in ((f"{m}.{k}", v) for k, v in sd.items())
-              if "running" in k} for s in states]  # fmt: skip
+    stats = [
+        {f"{m}.{k}": v for m, sd in s.items() for k, v in sd.items() if "running" in k}
+        for s in states
+    ]
     assert stats[0], "the tiny 3DGAN has batch norm"
     for key, value in stats[1].items():
         init = 0.0 if key.endswith("running_mean") else 1.0  # PyTorch's initial statistics

@@ -222,8 +222,9 @@ def loss_check(
     """
     from scaletrain.bench.fast_train import LOSS_NAMES
 
-    images, energy = _simulated(min(steps * batch, 16384), seed, dev)
-    host_images, host_energy = images.cpu(), energy.cpu()
+    data = _simulated(min(steps * batch, 16384), seed)
+    host_images, host_energy = torch.from_numpy(data["ECAL"]), torch.from_numpy(data["energy"])
+    images, energy = host_images.to(dev), host_energy.to(dev)
     base_models, fast_models = _to(init, dev), _to(init, dev)
     paths = {
         "eager": (base_models, _baseline(base_models, cfg, optim, dev), host_images, host_energy),
@@ -231,9 +232,12 @@ def loss_check(
     }
     half = steps // 2
     points = range(1, fidelity_points + 1)
-    marks = sorted({half - (-(steps - half) * k // fidelity_points) for k in points})  # ceil
-    marks = marks if fidelity_showers else [steps]
-    reference = _reference(fidelity_showers, seed + 1, dev) if fidelity_showers else None
+    reference = _reference(fidelity_showers, seed + 1) if fidelity_showers else None
+    marks = (
+        sorted({half - (-(steps - half) * k // fidelity_points) for k in points})  # ceil
+        if reference is not None
+        else [steps]
+    )
     losses, fidelity = {}, {}
     for name, (models, step, x, e) in paths.items():
         done, parts, scores = 0, [], []
@@ -264,20 +268,18 @@ def loss_check(
     return out
 
 
-def _simulated(n: int, seed: int, dev: torch.device):
-    """n electron showers of the project's simulator, 10-500 GeV, on `dev`."""
+def _simulated(n: int, seed: int) -> dict:
+    """n electron showers of the project's simulator, 10-500 GeV, in host memory."""
     from scaletrain.data.simulator import simulate_showers
 
-    d = simulate_showers(n, (10.0, 500.0), seed=seed, workers=min(os.cpu_count() or 1, 16))
-    return torch.from_numpy(d["ECAL"]).to(dev), torch.from_numpy(d["energy"]).to(dev)
+    return simulate_showers(n, (10.0, 500.0), seed=seed, workers=min(os.cpu_count() or 1, 16))
 
 
-def _reference(n: int, seed: int, dev: torch.device) -> dict:
+def _reference(n: int, seed: int) -> dict:
     from scaletrain.calo.binning import quantile_edges
 
-    images, energy = _simulated(n, seed, dev)
-    reference = {"ECAL": images.cpu().numpy(), "energy": energy.cpu().numpy()}
-    return {"showers": reference, "edges": quantile_edges(reference["energy"])}
+    showers = _simulated(n, seed)
+    return {"showers": showers, "edges": quantile_edges(showers["energy"])}
 
 
 def _fidelity(models, reference: dict, cfg, optim, dev, seed: int) -> float:
