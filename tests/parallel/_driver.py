@@ -87,7 +87,7 @@ def main() -> None:
             strategy.close()
         mine[run["name"]] = weights_checksum(trainer.task.models)
         results[run["name"]] = record
-    Path(f"{out_path}.rank{world.rank}.json").write_text(json.dumps(mine))
+    write_atomically(Path(f"{out_path}.rank{world.rank}.json"), mine)
     if world.rank == 0:
         write_atomically(out_path, results)
 
