@@ -5,7 +5,8 @@
 #   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
 # Every run has a time limit (LIMIT seconds); a run stopped by it keeps its last finished
 # epoch, which is then generated from and validated like a finished run. PARALLEL=1 starts
-# the runs at once (they share the GPUs), each archived under OUT/RUN.
+# the runs at once (they share the GPUs), each archived under OUT/RUN. GPU_<run>=LIST (e.g.
+# GPU_single=1; '-' in a run's name becomes '_') shows that run only those GPUs.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
@@ -40,6 +41,8 @@ for run in "$@"; do
     downpour) args=(--mode downpour --np 3) ;;
     *) echo "unknown run $run"; exit 2 ;;
   esac
+  gpus="GPU_${run//-/_}"
+  if [ -n "${!gpus:-}" ]; then export CUDA_VISIBLE_DEVICES=${!gpus}; fi
   start=$(date +%s)
   timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" --run-dir "$dir" --overwrite \
     > "$LOG/$run.train.log" 2>&1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `scaletrain bench scaling` on a 16-core CPU machine or on a 2-GPU machine (docs/performance.md).
-# Usage: OUT=out_dir bash benchmarks/scaling_bench.sh cpu|gpu
+# Usage: OUT=out_dir bash benchmarks/scaling_bench.sh cpu|gpu|gpu-allreduce|gpu-ps
 # Where mpi4py uses the system's Open MPI, name its launcher, e.g.
 #   MPIEXEC="--mpiexec=mpirun --mpiexec-args=--oversubscribe" bash benchmarks/scaling_bench.sh gpu
 # (several launcher arguments: run the command by hand with --mpiexec-args '--a --b').
@@ -13,15 +13,20 @@ cpu)  # the small supervised model, one core per process; N up to the 16 cores
   python -m scaletrain bench scaling --modes allreduce,downpour,easgd,gem \
     --np 1,2,3,4,8,16 --device cpu --steps 100 --warmup 5 --repeats 3 ${MPIEXEC:-} \
     --out "$OUT/cpu" 2>&1 | tee "$OUT/cpu.log" ;;
-gpu)  # the published 3DGAN on the trainer's fastest GPU path (fast step, compiled, bf16,
-      # data on the GPU); all-reduce judged at N <= GPUs, parameter servers at N = 2, 3
+gpu) bash "$0" gpu-allreduce && bash "$0" gpu-ps ;;
+# the published 3DGAN on the trainer's fast GPU path (fast step, bf16, data on the GPU), uncompiled
+# at batch 1024 (80 % of the compiled rate; each run takes under a minute). COMPILE=1: compiled
+# at batch 2048, the fastest single-GPU rate, but every run compiles again (2.5-4 minutes each)
+gpu-*)
   nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-  for batch in 128 1024; do
-    python -m scaletrain bench scaling --model 3dgan --modes allreduce,downpour,easgd,gem \
-      --np 1,2,3 --device cuda --precision bf16 --batch-size "$batch" --steps 50 --warmup 10 \
-      --repeats 2 --timeout 1500 ${MPIEXEC:-} \
-      --out "$OUT/gpu_b$batch" \
-      2>&1 | tee "$OUT/gpu_b$batch.log"
-  done ;;
-*) echo "usage: bash benchmarks/scaling_bench.sh cpu|gpu" >&2; exit 2 ;;
+  step=(--batch-size 1024 --warmup 5 --set gan.compile=false --timeout 300)
+  if [ "${COMPILE:-0}" = 1 ]; then step=(--batch-size 2048 --warmup 10 --timeout 900); fi
+  case $1 in
+    gpu-allreduce) run=(--modes allreduce --np 2) ;;  # one process per GPU (N = 1: the framework row)
+    gpu-ps) run=(--modes downpour,easgd,gem --np 3) ;;  # 1 master + 2 workers; the master shares a GPU
+    *) echo "usage: bash benchmarks/scaling_bench.sh cpu|gpu|gpu-allreduce|gpu-ps" >&2; exit 2 ;;
+  esac
+  python -m scaletrain bench scaling --model 3dgan "${run[@]}" --device cuda --precision bf16 \
+    --steps 30 "${step[@]}" ${MPIEXEC:-} --out "$OUT/$1" 2>&1 | tee "$OUT/$1.log" ;;
+*) echo "usage: bash benchmarks/scaling_bench.sh cpu|gpu|gpu-allreduce|gpu-ps" >&2; exit 2 ;;
 esac
