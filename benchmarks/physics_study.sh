@@ -7,18 +7,23 @@
 # epoch, which is then generated from and validated like a finished run. PARALLEL=1 starts
 # the runs at once (they share the GPUs), each archived under OUT/RUN. GPU_<run>=LIST (e.g.
 # GPU_single=1; '-' in a run's name becomes '_') shows that run only those GPUs.
+# A study longer than one job: each run leaves OUT/RUN.state.tgz (its last checkpoint, best.pt,
+# config and metrics); unpack those into RUNS/RUN and start again with RESUME=1 and a larger
+# EPOCHS: a run whose directory holds a checkpoint continues from it (the data are simulated
+# again from the same seeds, so they are the same showers).
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
 OUT=${OUT:-study_out}; DATA=${DATA:-/tmp/study}; N=${N:-55000}; EPOCHS=${EPOCHS:-5}
+REF_N=${REF_N:-10000}  # reference showers, and as many generated
 BATCH=${BATCH:-128}; LIMIT=${LIMIT:-400}; WORKERS=${WORKERS:-14}  # CONFIG: another config
 st="python -m scaletrain"
 LOG=${LOG:-$DATA/out}  # what the archive holds
 mkdir -p "$OUT" "$LOG"
 [ -d "$DATA/train" ] || $st data simulate --out "$DATA/train" --n "$N" --energies 2:500 \
   --seed 0 --workers "$WORKERS" --no-progress
-[ -d "$DATA/ref" ] || $st data simulate --out "$DATA/ref" --n 10000 --energies 10:500 \
-  --seed 1 --workers "$WORKERS" --shard-size 10000 --no-progress
+[ -d "$DATA/ref" ] || $st data simulate --out "$DATA/ref" --n "$REF_N" --energies 10:500 \
+  --seed 1 --workers "$WORKERS" --shard-size "$REF_N" --no-progress
 if [ "${PARALLEL:-0}" = 1 ] && [ $# -gt 1 ]; then
   for run in "$@"; do
     PARALLEL=0 OUT="$OUT/$run" LOG="$LOG/$run" bash "$0" "$run" > "$LOG/$run.script.log" 2>&1 &
@@ -32,7 +37,9 @@ common=("${CONFIG:-configs/3dgan.yaml}" --epochs "$EPOCHS" --set "run.precision=
   --set train.fidelity_showers=2000 --set train.progress=false --set gan.compile=false
   --set train.log_every=100)
 for run in "$@"; do
-  dir="$DATA/runs/$run"
+  dir="${RUNS:-$DATA/runs}/$run"
+  start=--overwrite
+  if [ "${RESUME:-0}" = 1 ] && compgen -G "$dir/ckpt-*.pt" > /dev/null; then start=--resume; fi
   case $run in
     single) args=() ;;
     allreduce) args=(--mode allreduce --np 2) ;;
@@ -43,16 +50,19 @@ for run in "$@"; do
   esac
   gpus="GPU_${run//-/_}"
   if [ -n "${!gpus:-}" ]; then export CUDA_VISIBLE_DEVICES=${!gpus}; fi
-  start=$(date +%s)
-  timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" --run-dir "$dir" --overwrite \
+  t0=$(date +%s)
+  timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" --run-dir "$dir" "$start" \
     > "$LOG/$run.train.log" 2>&1
-  echo "$run: train exit $? after $(( $(date +%s) - start )) s"
-  $st generate "$dir/best.pt" --out "$dir/generated.h5" --n 10000 --energies 10:500 \
+  echo "$run: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
+  $st generate "$dir/best.pt" --out "$dir/generated.h5" --n "$REF_N" --energies 10:500 \
     --seed 2 --no-fast --overwrite > "$LOG/$run.generate.log" 2>&1
   $st validate "$dir/generated.h5" --reference "$DATA/ref/showers_000.h5" \
     --report "$dir/report" --overwrite > "$LOG/$run.validate.log" 2>&1
   tail -n 25 "$LOG/$run.validate.log"
   cp "$dir/metrics.jsonl" "$LOG/$run.metrics.jsonl"
+  last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
+  tar -C "$dir" -czf "$OUT/$run.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
+    "$(basename "$last")"
   tar -C "$dir" -czf "$LOG/$run.report.tgz" report
   python - "$dir/metrics.jsonl" <<'PY'
 import json, sys
