@@ -38,6 +38,12 @@ class TrainResult:
     best: dict[str, Any] = field(default_factory=dict)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one rank's random draws; the large stride keeps rank r of run seed s from
+    repeating rank 0 of a neighbouring seed s + r."""
+    return seed + 7919 * rank
+
+
 class Trainer:
     def __init__(
         self,
@@ -80,7 +86,9 @@ class Trainer:
             autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
         # ranks that read different data also draw different latents and label flips;
         # ranks that share their data (pipeline stages) draw the same
-        self.task = build_task(cfg, models, self.device, autocast, seed=cfg.run.seed + 7919 * rank)
+        self.task = build_task(
+            cfg, models, self.device, autocast, seed=rank_seed(cfg.run.seed, rank)
+        )
         if main:  # only now: bad data or models must not touch an existing run
             prepare_run_dir(self.run_dir, resume=resume, overwrite=overwrite)
         self.epoch = 0  # completed epochs
@@ -91,7 +99,7 @@ class Trainer:
             self._load(ckpt.load_checkpoint(self.run_dir, map_location=self.device))
         else:
             # other ranks draw other dropout masks; their initial weights are already equal
-            torch.manual_seed(cfg.run.seed + 7919 * self.strategy.rank)
+            torch.manual_seed(rank_seed(cfg.run.seed, self.strategy.rank))
         self.strategy.setup(
             self.task.models,
             self.task.optimizers,
