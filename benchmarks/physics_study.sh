@@ -3,6 +3,7 @@
 # process and with several, then generate and validate each against an independent sample.
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
 #   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
+# Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
 # Every run has a time limit (LIMIT seconds); a run stopped by it keeps its last finished
 # epoch, which is then generated from and validated like a finished run. PARALLEL=1 starts
 # the runs at once (they share the GPUs), each archived under OUT/RUN. GPU_<run>=LIST (e.g.
@@ -60,6 +61,7 @@ for run in "$@"; do
     --report "$dir/report" --overwrite > "$LOG/$run.validate.log" 2>&1
   tail -n 25 "$LOG/$run.validate.log"
   cp "$dir/metrics.jsonl" "$LOG/$run.metrics.jsonl"
+  cp "$dir/report/scores.json" "$LOG/$run.scores.json"
   last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
   tar -C "$dir" -czf "$OUT/$run.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
     "$(basename "$last")"
