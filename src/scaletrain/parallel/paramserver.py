@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -131,19 +132,27 @@ class _Client:
 
     def receive(self, into: torch.Tensor, what: str) -> None:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
-        wait_all([request], self.timeout_s, lambda: self._silent(what))
+        wait_all([request], self.timeout_s, lambda: self.silent(what))
 
-    def exchange(self, kind: int, step: int) -> torch.Tensor:
+    def exchange(self, kind: int, step: int, blocking: bool = False) -> torch.Tensor:
+        """Send and wait for the reply. `blocking`: in MPI_Waitall, which holds no GIL while
+        it progresses the messages (for the exchange thread, whose caller keeps the
+        deadline); else polled here, with the deadline."""
+        from mpi4py import MPI
+
         self.header[:] = (kind, step)
         requests = [
             self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY),
             self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
             self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
         ]
-        wait_all(requests, self.timeout_s, lambda: self._silent(f"reply at step {step}"))
+        if blocking:
+            MPI.Request.Waitall(requests)
+        else:
+            wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
         return self.reply
 
-    def _silent(self, what: str) -> str:
+    def silent(self, what: str) -> str:
         # the CLI prefixes "error: rank R:" (this rank)
         return (
             f"no {what} from parameter server rank {self.server} within {self.timeout_s:g} s "
@@ -175,6 +184,7 @@ class ParamServerWorker(AllReduceStrategy):
             else None
         )
         self._in_flight: Future[None] | None = None
+        self._in_flight_step = 0
 
     @property
     def is_main(self) -> bool:
@@ -230,8 +240,7 @@ class ParamServerWorker(AllReduceStrategy):
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
             host, n, client = self.state.host, self.state.n_params, self._client
             if self._in_flight is not None:
-                self._in_flight.result()  # raises what the thread raised (a silent server)
-                self._in_flight = None
+                self._finish_round_trip()
                 host[:n] += self.correction
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
@@ -239,6 +248,7 @@ class ParamServerWorker(AllReduceStrategy):
             if self._thread is not None and kind != DONE:
                 self.sent.copy_(host[:n])
                 self._in_flight = self._thread.submit(self._round_trip, kind, step)
+                self._in_flight_step = step
             else:
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
                 reply = client.exchange(kind, step)
@@ -247,12 +257,24 @@ class ParamServerWorker(AllReduceStrategy):
             self._closed = kind == DONE
         self._share()
 
+    def _finish_round_trip(self) -> None:
+        """Wait for the exchange thread's round trip, at most parallel.timeout_s from now.
+        A server silent for longer ends the job (the CLI's MPI_Abort), the thread with it."""
+        assert self._in_flight is not None and self._client is not None
+        try:
+            self._in_flight.result(timeout=self._client.timeout_s)  # raises what it raised
+        except FutureTimeout:
+            step = self._in_flight_step
+            raise TrainingError(self._client.silent(f"reply at step {step}")) from None
+        self._in_flight = None
+
     def _round_trip(self, kind: int, step: int) -> None:
-        """The exchange thread's part: payload from the parameters sent, then the reply."""
+        """The exchange thread's part: payload from the parameters sent, then the reply,
+        waited for in MPI (no GIL held: the training thread runs on undisturbed)."""
         assert self._client is not None
         n, client = self.state.n_params, self._client
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step)
+        reply = client.exchange(kind, step, blocking=True)
         self.rule.correction(reply[:n], self.sent, self.correction)
         self.pulled.copy_(reply)
 
