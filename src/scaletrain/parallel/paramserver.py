@@ -183,8 +183,7 @@ class ParamServerWorker(AllReduceStrategy):
             if cfg.overlap and self.lead
             else None
         )
-        self._in_flight: Future[None] | None = None
-        self._in_flight_step = 0
+        self._in_flight: tuple[Future[None], int] | None = None  # the round trip, its step
 
     @property
     def is_main(self) -> bool:
@@ -247,8 +246,7 @@ class ParamServerWorker(AllReduceStrategy):
             client.payload[n:] = host[n:]
             if self._thread is not None and kind != DONE:
                 self.sent.copy_(host[:n])
-                self._in_flight = self._thread.submit(self._round_trip, kind, step)
-                self._in_flight_step = step
+                self._in_flight = (self._thread.submit(self._round_trip, kind, step), step)
             else:
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
                 reply = client.exchange(kind, step)
@@ -261,10 +259,10 @@ class ParamServerWorker(AllReduceStrategy):
         """Wait for the exchange thread's round trip, at most parallel.timeout_s from now.
         A server silent for longer ends the job (the CLI's MPI_Abort), the thread with it."""
         assert self._in_flight is not None and self._client is not None
+        round_trip, step = self._in_flight
         try:
-            self._in_flight.result(timeout=self._client.timeout_s)  # raises what it raised
+            round_trip.result(timeout=self._client.timeout_s)  # raises what it raised
         except FutureTimeout:
-            step = self._in_flight_step
             raise TrainingError(self._client.silent(f"reply at step {step}")) from None
         self._in_flight = None
 
