@@ -44,6 +44,7 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     code = main([
         "bench", "scaling", "--modes", "allreduce,downpour", "--np", "1,2", "--steps", "4",
         "--warmup", "1", "--batch-size", "16", "--device", "cpu", "--out", str(out), *SMALL,
+        "--concurrent-plain",
     ])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -59,10 +60,12 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert _close(cpu, 1 - plain["cpu_ms_per_step"] / none["cpu_ms_per_step"])
 
     rows = {(r["mode"], r["processes"]): r for r in result["rows"]}
-    assert list(rows) == [("allreduce", 1), ("allreduce", 2), ("downpour", 1), ("downpour", 2)]
+    assert list(rows) == [
+        ("plain", 2), ("allreduce", 1), ("allreduce", 2), ("downpour", 1), ("downpour", 2)
+    ]  # fmt: skip
     assert rows["downpour", 1]["note"].startswith("skipped")
     assert rows["downpour", 1]["samples_per_s"] is None
-    for key in [("allreduce", 1), ("allreduce", 2), ("downpour", 2)]:
+    for key in [("plain", 2), ("allreduce", 1), ("allreduce", 2), ("downpour", 2)]:
         row = rows[key]
         assert not row["note"], row["note"]
         workers = row["workers"]
@@ -74,6 +77,15 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
         assert _close(row["per_worker_ratio"], row["per_worker_samples_per_s"] / rate)
         assert row["ms_per_step"] > 0 and row["cpu_ms_per_step"] > 0
     assert rows["allreduce", 2]["workers"] == 2 and rows["allreduce", 2]["servers"] == 0
+    # two plain loops at once: the ceiling the 2-process modes are compared with
+    at_once = rows["plain", 2]
+    assert (at_once["workers"], at_once["servers"]) == (2, 0)
+    assert at_once["task"].startswith("plain loop")
+    for key in [("allreduce", 2), ("downpour", 2)]:
+        row = rows[key]
+        expected = row["per_worker_samples_per_s"] / at_once["per_worker_samples_per_s"]
+        assert _close(row["per_worker_vs_concurrent"], expected)
+    assert rows["allreduce", 1]["per_worker_vs_concurrent"] is None  # no N = 1 ceiling row
     ps = rows["downpour", 2]
     assert (ps["workers"], ps["servers"]) == (1, 1)
     # one worker: every update is computed on the current central weights
@@ -93,16 +105,18 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert markdown(ScalingResult.from_dict(result)) == md  # the JSON holds everything
     assert "scaletrain bench scaling --modes allreduce,downpour" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 2 + 4  # header, plain + framework, the four points
+    assert len(table) == 1 + 2 + 5  # header, plain + framework, the five points
     assert f"{rate:,.1f}" in table[1]
-    assert "skipped" in table[5]
+    assert table[3].startswith("| plain loops at once | 2 | 2 |")
+    assert "skipped" in table[6]
+    assert "--concurrent-plain" in md and "Plain loops at once: N copies" in md
     assert f"**{targets['overhead']['status']}**" in md
     assert (
         f"overhead by CPU time per step (hardly affected by other jobs on the cores): {cpu:.1%}"
         in md
     )
     assert {p.name for p in (out / "logs").iterdir()} == {
-        "plain-np1.log", "none-np1.log", "allreduce-np1.log", "allreduce-np2.log",
+        "plain-np1.log", "none-np1.log", "plain-np2.log", "allreduce-np1.log", "allreduce-np2.log",
         "downpour-np2.log",
     }  # fmt: skip
     assert "samples/s" in printed and "overhead" in printed

@@ -159,6 +159,7 @@ class Settings:
     timeout_s: float = 600.0
     mpiexec: str | None = None
     mpiexec_args: tuple[str, ...] = ()
+    concurrent_plain: bool = False  # also N plain loops at once, for each N > 1
 
     @property
     def epoch_steps(self) -> int:
@@ -192,6 +193,8 @@ class Settings:
         if self.mpiexec_args:
             # with "=": launcher arguments start with dashes themselves
             args.append("--mpiexec-args=" + shlex.join(self.mpiexec_args))
+        if self.concurrent_plain:
+            args.append("--concurrent-plain")
         return shlex.join([*args, "--out", str(out)])
 
 
@@ -261,6 +264,9 @@ class ScalingRow:
     speedup: float | None = None  # samples_per_s / plain loop
     efficiency: float | None = None  # samples_per_s / (workers × plain loop)
     per_worker_ratio: float | None = None  # per worker / plain loop
+    # per worker / per process of N plain loops run at once (--concurrent-plain): the share
+    # of what the machine itself leaves N busy processes
+    per_worker_vs_concurrent: float | None = None
     staleness_mean: float | None = None
     staleness_max: float | None = None
     ps_updates: int | None = None
@@ -310,6 +316,17 @@ def derive(row: ScalingRow, plain_rate: float | None) -> None:
     row.speedup = round(row.samples_per_s / plain_rate, 4)
     row.efficiency = round(row.samples_per_s / (row.workers * plain_rate), 4)
     row.per_worker_ratio = round(row.per_worker_samples_per_s / plain_rate, 4)
+
+
+def derive_concurrent(rows: list[ScalingRow]) -> None:
+    """Each mode's per-worker rate against N plain loops run at once on the same N."""
+    at_once = {r.processes: r for r in rows if r.mode == "plain" and r.ok}
+    for row in rows:
+        ceiling = at_once.get(row.processes)
+        if row.mode != "plain" and row.ok and ceiling is not None:
+            row.per_worker_vs_concurrent = round(
+                row.per_worker_samples_per_s / ceiling.per_worker_samples_per_s, 4
+            )
 
 
 def check_targets(
@@ -403,7 +420,8 @@ def bench_scaling(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "logs").mkdir(exist_ok=True)
     report = on_run or (lambda row, repeat: None)
-    points = [("plain", 1), ("none", 1), *((m, n) for m in s.modes for n in s.nps)]
+    at_once = [("plain", n) for n in s.nps if n > 1] if s.concurrent_plain else []
+    points = [("plain", 1), ("none", 1), *at_once, *((m, n) for m in s.modes for n in s.nps)]
     runs: dict[tuple[str, int], list[tuple[ScalingRow, dict[str, Any]]]] = {p: [] for p in points}
     load_start = _load_average()
     work = Path(tempfile.mkdtemp(prefix="scaling-", dir=out_dir if keep_runs else None))
@@ -426,6 +444,7 @@ def bench_scaling(
     plain_rate = plain.samples_per_s
     for row in (plain, framework, *rows):
         derive(row, plain_rate)
+    derive_concurrent(rows)
     overhead = (
         round(1.0 - framework.samples_per_s / plain_rate, 4) if plain.ok and framework.ok else None
     )
@@ -475,8 +494,10 @@ class _Runner:
 
     def run(self, mode: str, n: int, repeat: int) -> tuple[ScalingRow, dict[str, Any]]:
         """One run of one point (a skipped row where the mode cannot use n processes)."""
+        if mode == "plain":  # n independent loops
+            return self._once(mode, n, n, 0, repeat)
         try:
-            trainers, servers = layout_of(self.s, mode if mode != "plain" else "none", n)
+            trainers, servers = layout_of(self.s, mode, n)
         except ConfigError as exc:  # e.g. a parameter server on 1 process
             why = (
                 "needs 1 master + at least 1 worker"
@@ -493,7 +514,8 @@ class _Runner:
         name = f"{mode}-np{n}" + (f"-r{repeat}" if s.repeats > 1 else "")
         run_dir = self.work / name
         out = self.work / f"{name}.json"
-        raw = base_config(s, "none" if mode == "plain" else mode, str(run_dir), trainers)
+        plain = mode == "plain"  # each of its loops reads data of its own
+        raw = base_config(s, "none" if plain else mode, str(run_dir), 1 if plain else trainers)
         spec = {"kind": "plain" if mode == "plain" else "framework", "config": raw,
                 "warmup": s.warmup, "steps": s.steps, "cudnn_benchmark": s.cudnn_benchmark,
                 "out": str(out)}  # fmt: skip
@@ -525,7 +547,7 @@ class _Runner:
         from scaletrain.parallel.launch import relaunch_command
 
         argv = ["bench", "scaling-rank", str(spec)]
-        if mode in ("plain", "none"):  # one process, no launcher: what `scaletrain train` runs
+        if n == 1 and mode in ("plain", "none"):  # no launcher: what `scaletrain train` runs
             return [sys.executable, "-m", "scaletrain", *argv]
         command = relaunch_command(n, argv)
         if self.s.mpiexec:
@@ -587,9 +609,16 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "speedup": ("speedup", "{:.2f}", "speedup"),
     "efficiency": ("efficiency", "{:.1%}", "eff."),
     "per worker / plain": ("per_worker_ratio", "{:.1%}", "worker/plain"),
+    "per worker / N plain at once": ("per_worker_vs_concurrent", "{:.1%}", "/N plain"),
     "staleness mean / max": ("staleness", "{}", "staleness"),
     "target": ("target", "{}", "target"),
 }
+
+
+def mode_label(row: ScalingRow) -> str:
+    if row.mode == "plain":
+        return "plain loops at once" if row.processes > 1 else "plain loop"
+    return "framework 1 proc." if row.mode == "none" else row.mode
 
 
 def cells(row: ScalingRow) -> list[str]:
@@ -605,7 +634,7 @@ def cells(row: ScalingRow) -> list[str]:
         else:
             value = getattr(row, attr)
         if attr == "mode":
-            value = {"plain": "plain loop", "none": "framework 1 proc."}.get(value, value)
+            value = mode_label(row)
         if attr == "target" and row.note:
             value = row.note
         out.append("—" if value is None or value == "" else fmt.format(value))
@@ -637,6 +666,14 @@ def markdown(result: ScalingResult) -> str:
         f"Step: {result.plain.task or 'plain loop'}; framework: {result.framework.task or '?'}.",
         "",
     ]
+    if any(r.mode == "plain" for r in result.rows):
+        lines += [
+            "Plain loops at once: N copies of the plain loop started together, with no "
+            "communication: what the machine itself leaves each of N busy processes (shared "
+            "caches, memory bandwidth, clock). Each mode's workers are compared with it at the "
+            "same N (per worker / N plain at once).",
+            "",
+        ]
     headers = list(COLUMNS)
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(headers))) + "|")
@@ -686,8 +723,9 @@ def plot(result: ScalingResult, path: Path) -> None:
         ok = [r for r in result.rows if r.mode == mode and r.ok]
         if ok:
             xs = [r.processes for r in ok]
-            ax.plot(xs, [r.samples_per_s for r in ok], "o-", label=mode)
-            ax_eff.plot(xs, [100 * (r.efficiency or 0.0) for r in ok], "o-", label=mode)
+            label, style = ("N plain loops at once", "s--") if mode == "plain" else (mode, "o-")
+            ax.plot(xs, [r.samples_per_s for r in ok], style, label=label)
+            ax_eff.plot(xs, [100 * (r.efficiency or 0.0) for r in ok], style, label=label)
     ax.set(xlabel="processes N", ylabel="training samples/s (workers)", xticks=nps)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -766,11 +804,7 @@ def run_rank(spec_path: Path) -> None:
     if spec.get("cudnn_benchmark") and torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True  # the same choice for plain loop and framework
     if spec["kind"] == "plain":
-        record = {"ranks": [plain_loop(spec)]}
-        record["device"] = record["ranks"][0].pop("device_info")
-        if torch.cuda.is_available():
-            record["device"]["gpus"] = torch.cuda.device_count()
-        Path(spec["out"]).write_text(json.dumps(record))
+        _plain_rank(spec)
         return
     from scaletrain.parallel.world import World
 
@@ -791,6 +825,33 @@ def run_rank(spec_path: Path) -> None:
         for r in ranks[1:]:
             r.pop("device_info", None)
         Path(spec["out"]).write_text(json.dumps({"ranks": ranks, "device": device}))
+
+
+def _plain_rank(spec: dict[str, Any]) -> None:
+    """The plain loop; under a launcher (--concurrent-plain) N of them, started together after
+    a barrier so that their timed windows overlap, and no other communication."""
+    from scaletrain.parallel.world import launched_by_mpi
+
+    comm = None
+    if launched_by_mpi():
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if torch.cuda.is_available():  # one GPU per loop, by node-local rank
+            local = comm.Split_type(MPI.COMM_TYPE_SHARED).rank
+            torch.cuda.set_device(local % torch.cuda.device_count())
+    mine = plain_loop(spec, ready=comm.Barrier if comm is not None else None)
+    if comm is not None:
+        mine["rank"] = comm.rank
+    ranks = comm.gather(mine, root=0) if comm is not None else [mine]
+    if ranks is None:  # not rank 0
+        return
+    device = ranks[0].pop("device_info")
+    for r in ranks[1:]:
+        r.pop("device_info", None)
+    if torch.cuda.is_available():
+        device["gpus"] = torch.cuda.device_count()
+    Path(spec["out"]).write_text(json.dumps({"ranks": ranks, "device": device}))
 
 
 def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
@@ -826,10 +887,11 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the plain loop
 
 
-def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
+def plain_loop(spec: dict[str, Any], ready: Callable[[], Any] | None = None) -> dict[str, Any]:
     """The reference: the same model, optimizer, data, batch, precision and device, trained by
     a hand-written loop. Only the model builder and the optimizer's construction come from
-    the project (they run once); every per-step line is plain PyTorch."""
+    the project (they run once); every per-step line is plain PyTorch. `ready` is called
+    once everything is built, just before the first step."""
     from scaletrain.bench.gpu import device_info
     from scaletrain.models.registry import build_models
     from scaletrain.tasks.base import make_optimizer
@@ -857,6 +919,8 @@ def plain_loop(spec: dict[str, Any]) -> dict[str, Any]:
     b = cfg.train.batch_size
     order = torch.randperm(next(iter(data.values())).shape[0])
     timer = StepTimer(warmup, steps, dev)
+    if ready is not None:
+        ready()
     for i in range(warmup + steps):
         idx = order[i * b : (i + 1) * b]
         step({k: v[idx].to(dev, non_blocking=True) for k, v in data.items()})

@@ -279,6 +279,12 @@ def bench_scaling(
         Path("bench-scaling"), "--out", help="Directory for scaling.json, .md, .png and logs/."
     ),
     keep_runs: bool = typer.Option(False, "--keep-runs", help="Keep the runs' directories."),
+    concurrent_plain: bool = typer.Option(
+        False,
+        "--concurrent-plain",
+        help="Also run N plain loops at once for each N > 1: what the machine itself leaves "
+        "each of N busy processes, to tell its limits from the framework's.",
+    ),
 ) -> None:
     """Samples/s, speedup, efficiency and staleness of each mode on N processes, against a
     plain PyTorch loop of the same model (also gives the framework's 1-process overhead)."""
@@ -301,7 +307,7 @@ def bench_scaling(
         threads=threads or default_threads(dev, nps), precision=precision,
         data_on_device=data_on_device, cudnn_benchmark=cudnn_benchmark, overrides=tuple(set_),
         repeats=repeats, seed=seed, timeout_s=timeout, mpiexec=mpiexec,
-        mpiexec_args=tuple(shlex.split(mpiexec_args)),
+        mpiexec_args=tuple(shlex.split(mpiexec_args)), concurrent_plain=concurrent_plain,
     )  # fmt: skip
     console = Console()
 
