@@ -90,11 +90,13 @@ def stream_to_writer(
     batch_size: int,
     advance: Callable[[int], None] = lambda m: None,
     buffers: int = 3,
+    pinned: bool = True,
 ) -> None:
     """Generate [start, start + batch) blocks on the GPU while a thread writes earlier ones.
 
     generate(start, m) -> (showers on the device, energies); write(start, showers, energies)
-    runs on the writer thread. Up to `buffers` pinned host blocks are in flight.
+    runs on the writer thread. Up to `buffers` host blocks are in flight, page-locked if
+    `pinned` (generation on a GPU; pinning starts CUDA, which a CPU run must not).
     """
     free: queue.Queue = queue.Queue()
     todo: queue.Queue = queue.Queue()
@@ -116,7 +118,7 @@ def stream_to_writer(
 
     thread = threading.Thread(target=writer, name="shower-writer", daemon=True)
     thread.start()
-    pinned = torch.cuda.is_available()
+    pinned = pinned and torch.cuda.is_available()
     for _ in range(buffers):
         free.put(torch.empty((batch_size, 25, 25, 25), dtype=torch.float32, pin_memory=pinned))
     try:

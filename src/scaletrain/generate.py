@@ -195,4 +195,5 @@ def _generate_fast(task: GanTask, writer, energy: np.ndarray, rng, batch_size: i
     def write(start: int, images: np.ndarray, energies: np.ndarray) -> None:
         writer.write(start, _block(images, energies))
 
-    stream_to_writer(generate, write, len(energy), batch_size, advance)
+    cuda = task.device.type == "cuda"
+    stream_to_writer(generate, write, len(energy), batch_size, advance, pinned=cuda)

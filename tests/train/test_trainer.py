@@ -139,3 +139,50 @@ def test_data_parallel_ranks_draw_different_latents(tiny_gan_config, tmp_path):
         draws.append(trainer.task.sample_energies(4))
     assert torch.equal(draws[0], draws[2])  # the same rank, the same stream
     assert not torch.equal(draws[0], draws[1])
+
+
+def test_a_cpu_run_on_a_machine_with_gpus_starts_neither_cuda_nor_mpi(
+    tiny_gan_config, tmp_path, monkeypatch
+):
+    """A CUDA context costs GPU memory and seconds in every process that creates one, and one
+    process needs no MPI: training and fast generation on the CPU of a GPU machine start
+    neither; provenance and checkpoints name only what the run used."""
+    import subprocess
+    import sys
+
+    from scaletrain.generate import generate_file
+
+    def touched(*args, **kwargs):
+        raise AssertionError("a CPU run started CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name in ("get_device_name", "get_device_properties", "get_rng_state_all", "init"):
+        monkeypatch.setattr(torch.cuda, name, touched)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", touched)
+    real_empty = torch.empty
+
+    def empty(*args, pin_memory=False, **kwargs):
+        if pin_memory:
+            touched()
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    result = train(tiny_gan_config("run.device=cpu", "train.epochs=1"))
+    env = json.loads((result.run_dir / "provenance.json").read_text())["environment"]
+    assert "gpu" not in env and env["cuda devices"] == 1
+    assert "cuda" not in load_checkpoint(result.run_dir / "best.pt")["rng"]
+    out = tmp_path / "gen.h5"
+    generate_file(result.run_dir / "best.pt", out, n=20, batch_size=8, device="cpu",
+                  progress=False, fast=True)  # fmt: skip
+    assert out.exists()
+    # MPI: the provenance of one process leaves it alone (a fresh interpreter: this one may
+    # have started MPI for other tests)
+    code = (
+        "import sys; from scaletrain.train.provenance import environment_info; "
+        "info = environment_info(probe=False); "
+        "assert 'mpi4py.MPI' not in sys.modules, 'MPI started'; print(info['mpi'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "not started (one process)"

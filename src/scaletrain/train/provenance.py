@@ -21,7 +21,11 @@ _FULL_HASH_LIMIT = 256 * 1024 * 1024
 _PARTIAL_BYTES = 4 * 1024 * 1024
 
 
-def environment_info() -> dict[str, Any]:
+def environment_info(probe: bool = True) -> dict[str, Any]:
+    """Versions, devices, MPI. `probe`: start CUDA and MPI to name the GPU and the MPI library
+    (`scaletrain info`); without it only what this process already started is named, so
+    that a CPU run creates no CUDA context (GPU memory, seconds, on a machine with GPUs) and
+    one process does not initialise MPI."""
     info: dict[str, Any] = {
         "scaletrain": scaletrain.__version__,
         "python": sys.version.split()[0],
@@ -33,18 +37,24 @@ def environment_info() -> dict[str, Any]:
         "cpu cores": os.cpu_count(),
         "torch threads": torch.get_num_threads(),
     }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        from mpi4py import MPI
-
-        info["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
-    except Exception as exc:  # MPI is optional for one process
-        info["mpi"] = f"unavailable ({type(exc).__name__})"
+    if torch.cuda.is_available() and (probe or torch.cuda.is_initialized()):
+        info["gpu"] = torch.cuda.get_device_name()
+    info["mpi"] = _mpi_library(probe)
     commit = git_commit()
     if commit:
         info["git commit"] = commit
     return info
+
+
+def _mpi_library(probe: bool) -> str:
+    if not probe and "mpi4py.MPI" not in sys.modules:  # importing it initialises MPI
+        return "not started (one process)"
+    try:
+        from mpi4py import MPI
+
+        return MPI.Get_library_version().splitlines()[0].strip()
+    except Exception as exc:  # MPI is optional for one process
+        return f"unavailable ({type(exc).__name__})"
 
 
 def git_commit() -> str | None:
@@ -88,7 +98,7 @@ def write_provenance(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     record = {
-        "environment": environment_info(),
+        "environment": environment_info(probe=False),
         "config_digest": config_digest,
         "seed": seed,
         "world": world,

@@ -365,7 +365,7 @@ class Trainer:
 
 def _rng_state() -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # a process that never used CUDA draws nothing from it
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
 
