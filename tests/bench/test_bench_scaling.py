@@ -120,6 +120,8 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
         "downpour-np2.log",
     }  # fmt: skip
     assert "samples/s" in printed and "overhead" in printed
+    # the console table is whole, even where the output is not a wide terminal
+    assert "framework 1 proc." in printed and "plain loops at once" in printed
 
 
 def test_speedup_efficiency_and_targets_follow_from_the_rates():

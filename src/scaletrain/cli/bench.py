@@ -11,6 +11,8 @@ from rich.table import Table
 
 from ._app import bench_app
 
+TABLE_WIDTH = 180  # characters the scaling table is printed in, at least
+
 
 @bench_app.command("sim")
 def bench_sim(
@@ -322,7 +324,8 @@ def bench_scaling(
         table.add_column(short, justify="left" if header in ("mode", "target") else "right")
     for cells in table_rows(result):
         table.add_row(*cells)
-    console.print(table)
+    # 14 columns: at a log's or a narrow terminal's 80 characters rich would cut every cell
+    Console(width=max(console.width, TABLE_WIDTH)).print(table)
     for target in result.targets.values():
         console.print(f"{target['target']}: {target['status']}")
     console.print(f"written: {out / 'scaling.json'}, {out / 'scaling.md'}, {out / 'scaling.png'}")
