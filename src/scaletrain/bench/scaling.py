@@ -38,6 +38,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,7 @@ class Settings:
     mpiexec: str | None = None
     mpiexec_args: tuple[str, ...] = ()
     concurrent_plain: bool = False  # also N plain loops at once, for each N > 1
+    paired: bool = False  # each training process also runs the plain loop, before and after
 
     @property
     def epoch_steps(self) -> int:
@@ -195,6 +197,8 @@ class Settings:
             args.append("--mpiexec-args=" + shlex.join(self.mpiexec_args))
         if self.concurrent_plain:
             args.append("--concurrent-plain")
+        if self.paired:
+            args.append("--paired")
         return shlex.join([*args, "--out", str(out)])
 
 
@@ -267,6 +271,9 @@ class ScalingRow:
     # per worker / per process of N plain loops run at once (--concurrent-plain): the share
     # of what the machine itself leaves N busy processes
     per_worker_vs_concurrent: float | None = None
+    # --paired: each worker's rate over that of the plain loop it ran itself just before and
+    # just after (mean over workers): free of the speed a process happens to get at its start
+    per_worker_vs_own: float | None = None
     staleness_mean: float | None = None
     staleness_max: float | None = None
     ps_updates: int | None = None
@@ -276,6 +283,8 @@ class ScalingRow:
     task: str = ""  # what computed the step (e.g. FastGanTask: the trainer's GPU 3DGAN step)
     worker_samples_per_s: list[float] = field(default_factory=list)
     repeats_samples_per_s: list[float] = field(default_factory=list)
+    own_plain_samples_per_s: list[list[float]] = field(default_factory=list)  # [before, after]
+    repeats_vs_own: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -294,6 +303,8 @@ class ScalingResult:
     command: str = ""
     # the same comparison in CPU time per step (robust against other jobs on the cores)
     overhead_cpu_time: float | None = None
+    # --paired: the 1-process framework against the plain loop run in its own process
+    overhead_paired: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -337,7 +348,9 @@ def check_targets(
     gpus: int | None = None,
 ) -> dict[str, Any]:
     """The issue's targets, met or not, with the values they were judged on. All-reduce
-    efficiency is judged only where every process has a GPU of its own (N <= gpus)."""
+    efficiency is judged only where every process has a GPU of its own (N <= gpus). A worker
+    measured against its own plain loop (--paired) is judged on that ratio: the one least
+    affected by the speed a process gets at its start."""
 
     def verdict(values: list[bool]) -> str:
         return "met" if values and all(values) else "not met" if values else "not measured"
@@ -359,14 +372,18 @@ def check_targets(
     ]
     if device == "cpu":
         checks = []
+        values = {}
         for r in async_rows:
-            met = r.per_worker_ratio is not None and r.per_worker_ratio >= ASYNC_PER_WORKER_MIN
+            ratio = r.per_worker_vs_own if r.per_worker_vs_own is not None else r.per_worker_ratio
+            met = ratio is not None and ratio >= ASYNC_PER_WORKER_MIN
             r.target = f"per worker >= {ASYNC_PER_WORKER_MIN:.0%}: {'met' if met else 'not met'}"
             checks.append(met)
+            values[f"{r.mode} np={r.processes}"] = ratio
+        paired = any(r.per_worker_vs_own is not None for r in async_rows)
         out["async_per_worker"] = {
             "target": f"asynchronous modes, per-worker throughput >= {ASYNC_PER_WORKER_MIN:.0%} "
-            "of the plain loop (CPU)", "status": verdict(checks),
-            "values": {f"{r.mode} np={r.processes}": r.per_worker_ratio for r in async_rows},
+            "of the plain loop (CPU" + (", each worker against its own)" if paired else ")"),
+            "status": verdict(checks), "values": values,
         }  # fmt: skip
     else:
         for r in rows:
@@ -448,7 +465,12 @@ def bench_scaling(
     overhead = (
         round(1.0 - framework.samples_per_s / plain_rate, 4) if plain.ok and framework.ok else None
     )
-    targets = check_targets(s.device, framework, rows, overhead, device.get("gpus"))
+    paired = framework.per_worker_vs_own
+    overhead_paired = round(1.0 - paired, 4) if paired is not None else None
+    targets = check_targets(
+        s.device, framework, rows, overhead if paired is None else overhead_paired,
+        device.get("gpus"),
+    )  # fmt: skip
     # other jobs on the machine skew every number: the load says how much there was
     settings_out = {**asdict(s), "batch_size": s.batch, "cpu_count": os.cpu_count(),
                     "epoch_steps": s.epoch_steps,
@@ -460,7 +482,7 @@ def bench_scaling(
     )
     result = ScalingResult(
         settings_out, device, plain, framework, rows, overhead, targets, s.command(out_dir),
-        overhead_cpu,
+        overhead_cpu, overhead_paired,
     )  # fmt: skip
     write_outputs(result, out_dir)
     return result
@@ -477,12 +499,17 @@ def _load_average() -> float | None:
 def _median(
     runs: list[tuple[ScalingRow, dict[str, Any]]],
 ) -> tuple[ScalingRow, dict[str, Any]]:
-    """The run with the median samples/s (the lower middle one of an even count)."""
-    good = sorted((r for r in runs if r[0].ok), key=lambda r: r[0].samples_per_s or 0.0)
+    """The run with the median samples/s (the lower middle one of an even count); measured
+    against their own plain loops (--paired), the run with the median of that ratio."""
+    good = [r for r in runs if r[0].ok]
     if not good:
         return runs[-1]
-    row, device = good[(len(good) - 1) // 2]
-    row.repeats_samples_per_s = [r[0].samples_per_s for r in runs if r[0].ok]
+    paired = all(r[0].per_worker_vs_own is not None for r in good)
+    key = "per_worker_vs_own" if paired else "samples_per_s"
+    row, device = sorted(good, key=lambda r: getattr(r[0], key))[(len(good) - 1) // 2]
+    row.repeats_samples_per_s = [r[0].samples_per_s for r in good]
+    if paired:
+        row.repeats_vs_own = [r[0].per_worker_vs_own for r in good]
     return row, device
 
 
@@ -518,7 +545,7 @@ class _Runner:
         raw = base_config(s, "none" if plain else mode, str(run_dir), 1 if plain else trainers)
         spec = {"kind": "plain" if mode == "plain" else "framework", "config": raw,
                 "warmup": s.warmup, "steps": s.steps, "cudnn_benchmark": s.cudnn_benchmark,
-                "out": str(out)}  # fmt: skip
+                "paired": s.paired and not plain, "out": str(out)}  # fmt: skip
         spec_path = self.work / f"{name}.spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
         command = self._command(mode, n, spec_path)
@@ -584,6 +611,11 @@ def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
     row.per_worker_samples_per_s = round(sum(rates) / len(rates), 2)
     row.ms_per_step = round(statistics.fmean(r["ms_per_step"] for r in trainers), 3)
     row.cpu_ms_per_step = round(statistics.fmean(r["cpu_ms_per_step"] for r in trainers), 3)
+    own = [r.get("own_plain_samples_per_s") for r in trainers]
+    if all(own):  # --paired
+        row.own_plain_samples_per_s = [[round(v, 2) for v in pair] for pair in own]
+        ratios = [rate / statistics.fmean(pair) for rate, pair in zip(rates, own, strict=True)]
+        row.per_worker_vs_own = round(statistics.fmean(ratios), 4)
     servers = [r for r in ranks if not r["trains"] and r.get("ps_updates")]
     if servers:
         updates = sum(r["ps_updates"] for r in servers)
@@ -610,6 +642,7 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "efficiency": ("efficiency", "{:.1%}", "eff."),
     "per worker / plain": ("per_worker_ratio", "{:.1%}", "worker/plain"),
     "per worker / N plain at once": ("per_worker_vs_concurrent", "{:.1%}", "/N plain"),
+    "per worker / own plain": ("per_worker_vs_own", "{:.1%}", "/own plain"),
     "staleness mean / max": ("staleness", "{}", "staleness"),
     "target": ("target", "{}", "target"),
 }
@@ -674,6 +707,15 @@ def markdown(result: ScalingResult) -> str:
             "same N (per worker / N plain at once).",
             "",
         ]
+    if s.get("paired"):
+        lines += [
+            "Paired (--paired): every training process also ran the plain loop itself, just "
+            "before and just after its framework window, all processes at once (a master "
+            "waits meanwhile); per worker / own plain is its framework rate over the mean of "
+            "those two, averaged over the workers. A process's speed differs from start to "
+            "start; this ratio compares each with itself, and the targets are judged on it.",
+            "",
+        ]
     headers = list(COLUMNS)
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(headers))) + "|")
@@ -686,6 +728,14 @@ def markdown(result: ScalingResult) -> str:
             f"cores): {result.overhead_cpu_time:.1%} (plain loop "
             f"{result.plain.cpu_ms_per_step:.2f} ms, framework "
             f"{result.framework.cpu_ms_per_step:.2f} ms).",
+        ]
+    if result.overhead_paired is not None:
+        pair = result.framework.own_plain_samples_per_s[0]
+        lines += [
+            "",
+            f"Framework overhead against the plain loop in its own process: "
+            f"{result.overhead_paired:.1%} (plain loop before / after: "
+            f"{pair[0]:,.1f} / {pair[1]:,.1f} samples/s).",
         ]
     lines += ["", "Targets:", ""]
     for target in result.targets.values():
@@ -862,12 +912,27 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     cfg = from_dict(spec["config"])
     strategy = make_strategy(cfg.parallel, world)
     timer = StepTimer(spec["warmup"], spec["steps"])
+    own: list[float] = []
+
+    def own_plain() -> None:  # --paired: the plain loop in this process, all at once
+        meet = partial(_meet, world.comm)
+        if strategy.serves:
+            meet()
+        else:
+            world.device(cfg.run.device)  # this process's GPU, as the trainer will choose it
+            own.append(plain_loop(spec, ready=meet)["samples_per_s"])
+        meet()
+
     try:
+        if spec.get("paired"):
+            own_plain()
         trainer = Trainer(cfg, strategy=strategy, overwrite=True, step_callback=timer)
         timer.device = trainer.device  # chosen by the strategy (the node-local GPU)
         result = trainer.serve() if strategy.serves else trainer.fit()
     finally:
         strategy.close()
+    if spec.get("paired"):
+        own_plain()
     record: dict[str, Any] = {"rank": world.rank, "trains": not strategy.serves,
                               "device": str(trainer.device), "steps_run": result.steps,
                               "task": type(trainer.task).__name__,
@@ -881,7 +946,19 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
         )
     else:
         record.update(timer.record(cfg.train.batch_size))
+        if own:
+            record["own_plain_samples_per_s"] = own
     return record
+
+
+def _meet(comm: Any) -> None:
+    """A barrier that sleeps while it waits (a blocking one spins a core, which the plain
+    loops running meanwhile would feel)."""
+    if comm is None:
+        return
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(1e-3)
 
 
 # ---------------------------------------------------------------------------- the plain loop

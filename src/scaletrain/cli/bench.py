@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ._app import bench_app
 
-TABLE_WIDTH = 180  # characters the scaling table is printed in, at least
+TABLE_WIDTH = 195  # characters the scaling table is printed in, at least
 
 
 @bench_app.command("sim")
@@ -287,6 +287,13 @@ def bench_scaling(
         help="Also run N plain loops at once for each N > 1: what the machine itself leaves "
         "each of N busy processes, to tell its limits from the framework's.",
     ),
+    paired: bool = typer.Option(
+        False,
+        "--paired",
+        help="Every training process also runs the plain loop itself, just before and after "
+        "its framework window: each worker is compared with itself (a process's speed varies "
+        "from start to start), and the targets are judged on that.",
+    ),
 ) -> None:
     """Samples/s, speedup, efficiency and staleness of each mode on N processes, against a
     plain PyTorch loop of the same model (also gives the framework's 1-process overhead)."""
@@ -310,6 +317,7 @@ def bench_scaling(
         data_on_device=data_on_device, cudnn_benchmark=cudnn_benchmark, overrides=tuple(set_),
         repeats=repeats, seed=seed, timeout_s=timeout, mpiexec=mpiexec,
         mpiexec_args=tuple(shlex.split(mpiexec_args)), concurrent_plain=concurrent_plain,
+        paired=paired,
     )  # fmt: skip
     console = Console()
 
@@ -324,7 +332,7 @@ def bench_scaling(
         table.add_column(short, justify="left" if header in ("mode", "target") else "right")
     for cells in table_rows(result):
         table.add_row(*cells)
-    # 14 columns: at a log's or a narrow terminal's 80 characters rich would cut every cell
+    # 15 columns: at a log's or a narrow terminal's 80 characters rich would cut every cell
     Console(width=max(console.width, TABLE_WIDTH)).print(table)
     for target in result.targets.values():
         console.print(f"{target['target']}: {target['status']}")
