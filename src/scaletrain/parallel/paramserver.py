@@ -21,6 +21,7 @@ master adds it), receiving the top central variable back.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -184,6 +185,10 @@ class ParamServerWorker(AllReduceStrategy):
             else None
         )
         self._in_flight: tuple[Future[None], int] | None = None  # the round trip, its step
+        # set once the exchange thread has copied the parameters it sends: until then the
+        # optimizers must not step (see after_backward)
+        self._copied = threading.Event()
+        self._copied.set()
 
     @property
     def is_main(self) -> bool:
@@ -217,6 +222,20 @@ class ParamServerWorker(AllReduceStrategy):
             self.comm.Bcast(self.state.host.numpy(), root=0)
         self.state.from_host()
 
+    def after_backward(self, name: str, module: nn.Module) -> None:
+        super().after_backward(name, module)
+        self._wait_copied()  # the optimizer steps next and changes the parameters
+
+    def _wait_copied(self) -> None:
+        if self._copied.is_set():
+            return
+        assert self._client is not None
+        if not self._copied.wait(self._client.timeout_s):
+            raise TrainingError(
+                f"the exchange thread did not copy the parameters within "
+                f"{self._client.timeout_s:g} s (parallel.timeout_s)"
+            )
+
     def end_step(self, step: int) -> None:
         super().end_step(step)
         self._step = step
@@ -231,9 +250,12 @@ class ParamServerWorker(AllReduceStrategy):
         folded in at the next exchange: the worker trains on while the messages travel and the
         server works, and the thread keeps MPI moving them (some libraries copy a large message
         only while calls are in progress on both sides, which a training worker never makes).
-        The thread also computes the payload and the correction, so the training thread only
-        copies the parameters out and adds the correction in."""
+        The thread also copies the parameters it sends (while the training thread's next
+        forward and backward only read them: its optimizers wait for the copy in
+        after_backward) and computes the payload and the correction, so the training thread
+        only adds the correction in."""
         assert self._client is not None
+        self._wait_copied()
         self.state.to_host()
         if self.lead:
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
@@ -245,7 +267,7 @@ class ParamServerWorker(AllReduceStrategy):
             # of an earlier send, and taking them would undo the steps since
             client.payload[n:] = host[n:]
             if self._thread is not None and kind != DONE:
-                self.sent.copy_(host[:n])
+                self._copied.clear()
                 self._in_flight = (self._thread.submit(self._round_trip, kind, step), step)
             else:
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
@@ -267,10 +289,15 @@ class ParamServerWorker(AllReduceStrategy):
         self._in_flight = None
 
     def _round_trip(self, kind: int, step: int) -> None:
-        """The exchange thread's part: payload from the parameters sent, then the reply,
+        """The exchange thread's part: a copy of the parameters (taken while the training
+        thread's next forward and backward only read them), the payload, then the reply,
         waited for in MPI (no GIL held: the training thread runs on undisturbed)."""
         assert self._client is not None
         n, client = self.state.n_params, self._client
+        try:
+            self.sent.copy_(self.state.host[:n])
+        finally:
+            self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
         reply = client.exchange(kind, step, blocking=True)
         self.rule.correction(reply[:n], self.sent, self.correction)
