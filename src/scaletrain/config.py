@@ -131,6 +131,10 @@ class ParallelConfig:
     # parameter-server workers train on while their exchange travels (one in flight, merged
     # at the next exchange) instead of waiting for the reply
     overlap: bool = True
+    # how the exchange thread waits while the master works on its update: spin (inside MPI,
+    # the lowest latency, a core busy for the round trip) or sleep (in short pauses: leaves
+    # the core to the training thread where processes share cores or hyper-threads)
+    reply_wait: Literal["spin", "sleep"] = "spin"
     easgd_alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     easgd_tau: int = field(default=1, metadata=_range(1))
     gem_momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))

@@ -103,9 +103,10 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
 ):
     """One master + one worker: overlapping the exchanges changes nothing but rounding, so the
     central model ends with the same batch-norm running statistics either way (a worker that
-    took the statistics of the reply reset its own to an earlier send's)."""
+    took the statistics of the reply reset its own to an earlier send's). How the exchange
+    thread waits for the reply (parallel.reply_wait) changes nothing at all."""
     runs = []
-    for overlap in ("true", "false"):
+    for overlap in ("true", "false", "sleep"):
         cfg = tiny_gan_config(
             f"run.dir={tmp_path / overlap}",
             "train.epochs=1",
@@ -121,13 +122,18 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
                 "overrides": [
                     "parallel.mode=downpour",
                     "parallel.sync_every=1",
-                    f"parallel.overlap={overlap}",
+                    f"parallel.overlap={overlap != 'false'}",
+                    f"parallel.reply_wait={'sleep' if overlap == 'sleep' else 'spin'}",
                 ],
             }
         )
     _, _, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = [load_checkpoint(tmp_path / name / "best.pt")["models"] for name in ("true", "false")]
+    slept = load_checkpoint(tmp_path / "sleep" / "best.pt")["models"]
+    for model, state in states[0].items():
+        for key, value in state.items():
+            assert torch.equal(slept[model][key], value), f"{model}.{key}"
     stats = [
         {f"{m}.{k}": v for m, sd in s.items() for k, v in sd.items() if "running" in k}
         for s in states

@@ -48,6 +48,9 @@ TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
 # workers, a slow peer) back off to sleeps of at most MAX_PAUSE.
 SPIN_S = 0.05
 MAX_PAUSE = 5e-4
+# parallel.reply_wait: sleep: the exchange thread looks for the master's reply this often
+# (doubling from REPLY_PAUSE up to REPLY_MAX_PAUSE), a fraction of a step of ours
+REPLY_PAUSE, REPLY_MAX_PAUSE = 2e-5, 2e-4
 UPDATE, DONE = 0, 1
 
 
@@ -135,19 +138,32 @@ class _Client:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
         wait_all([request], self.timeout_s, lambda: self.silent(what))
 
-    def exchange(self, kind: int, step: int, blocking: bool = False) -> torch.Tensor:
+    def exchange(
+        self, kind: int, step: int, blocking: bool = False, sleep: bool = False
+    ) -> torch.Tensor:
         """Send and wait for the reply. `blocking`: in MPI_Waitall, which holds no GIL while
         it progresses the messages (for the exchange thread, whose caller keeps the
-        deadline); else polled here, with the deadline."""
+        deadline); else polled here, with the deadline. `sleep` (with blocking): the sends
+        are waited for in MPI, the master's work in short sleeps (probing for its reply),
+        and the reply's transfer in MPI again."""
         from mpi4py import MPI
 
         self.header[:] = (kind, step)
-        requests = [
-            self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY),
+        sleeping = blocking and sleep
+        # posted first, the reply lands in place; probed for (sleeping), it waits unmatched
+        requests = [] if sleeping else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
+        requests += [
             self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
             self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
         ]
-        if blocking:
+        if sleeping:
+            MPI.Request.Waitall(requests)
+            pause = REPLY_PAUSE
+            while not self.comm.Iprobe(source=self.server, tag=TAG_REPLY):
+                time.sleep(pause)
+                pause = min(2 * pause, REPLY_MAX_PAUSE)
+            self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY).Wait()
+        elif blocking:
             MPI.Request.Waitall(requests)
         else:
             wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
@@ -299,7 +315,7 @@ class ParamServerWorker(AllReduceStrategy):
         finally:
             self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step, blocking=True)
+        reply = client.exchange(kind, step, blocking=True, sleep=self.cfg.reply_wait == "sleep")
         self.rule.correction(reply[:n], self.sent, self.correction)
         self.pulled.copy_(reply)
 
