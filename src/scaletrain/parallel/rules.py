@@ -79,7 +79,6 @@ class Gem:
     reply_before_apply = False
     _proxy: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _seen: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-    last_scale: float = 0.0  # mean pi of the last update (for logging)
     _scratch: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def payload(self, local: torch.Tensor, pulled: torch.Tensor, out: torch.Tensor) -> None:
@@ -107,9 +106,12 @@ class Gem:
         return pi
 
     def apply(self, central: torch.Tensor, client: int, payload: torch.Tensor) -> None:
-        pi = self.scale(central, client, payload)
-        self.last_scale = float(pi.mean())
-        central.addcmul_(pi, payload)
+        central.addcmul_(self.scale(central, client, payload), payload)
+
+    @property
+    def last_scale(self) -> float:
+        """Mean pi of the last update (for logging; computed when asked, not per update)."""
+        return float(self._scratch[0].mean()) if self._scratch is not None else 0.0
 
     merge = Downpour.merge
     correction = Downpour.correction
