@@ -775,17 +775,30 @@ def plot(result: ScalingResult, path: Path) -> None:
             xs = [r.processes for r in ok]
             label, style = ("N plain loops at once", "s--") if mode == "plain" else (mode, "o-")
             ax.plot(xs, [r.samples_per_s for r in ok], style, label=label)
-            ax_eff.plot(xs, [100 * (r.efficiency or 0.0) for r in ok], style, label=label)
+            line = ax_eff.plot(xs, [100 * (r.efficiency or 0.0) for r in ok], style, label=label)
+            own = [r for r in ok if r.per_worker_vs_own is not None]  # --paired
+            if own:
+                ax_eff.plot([r.processes for r in own], [100 * r.per_worker_vs_own for r in own],
+                            "x:", color=line[0].get_color(),
+                            label=f"{label}: per worker / own plain")  # fmt: skip
     ax.set(xlabel="processes N", ylabel="training samples/s (workers)", xticks=nps)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax_eff.axhline(100, color="k", ls="--", lw=1)
-    target = ALLREDUCE_EFFICIENCY_MIN if result.settings["device"] != "cpu" else None
+    cpu = result.settings["device"] == "cpu"
+    if not cpu:
+        target, what = ALLREDUCE_EFFICIENCY_MIN, "all-reduce"
+    elif any(r.mode in PS_MODES for r in result.rows):
+        target, what = ASYNC_PER_WORKER_MIN, "per worker, asynchronous"
+    else:
+        target = None
     if target:
-        ax_eff.axhline(100 * target, color="r", ls=":", lw=1, label=f"target {target:.0%}")
-    ax_eff.set(xlabel="processes N", ylabel="efficiency: samples/s ÷ (workers × plain) [%]",
-               xticks=nps)  # fmt: skip
+        ax_eff.axhline(100 * target, color="r", ls=":", lw=1, label=f"target {target:.0%} ({what})")
+    ylabel = "efficiency: samples/s ÷ (workers × plain) [%]"
+    if any(r.per_worker_vs_own is not None for r in result.rows):
+        ylabel = "efficiency (o), per worker / own plain loop (x) [%]"
+    ax_eff.set(xlabel="processes N", ylabel=ylabel, xticks=nps)
     ax_eff.set_ylim(bottom=0)
     ax_eff.grid(alpha=0.3)
     ax_eff.legend(fontsize=8)
