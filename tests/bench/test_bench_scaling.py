@@ -92,6 +92,7 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     # one worker: every update is computed on the current central weights
     assert ps["staleness_mean"] == 0 and ps["staleness_max"] == 0
     assert ps["ps_updates"] >= result["settings"]["epoch_steps"]
+    assert 0.0 < ps["master_busy"] <= 1.0 and rows["allreduce", 2]["master_busy"] is None
 
     # --paired: every training process also timed the plain loop itself, before and after
     assert not plain["own_plain_samples_per_s"] and at_once["per_worker_vs_own"] is None

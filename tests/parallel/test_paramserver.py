@@ -91,6 +91,8 @@ def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
     assert set(state["models"]) == {"generator", "discriminator"}
     rows = [json.loads(x) for x in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
     assert any("ps/staleness_mean" in r for r in rows)
+    # the share of the epoch the master spent on updates: some, never more than all of it
+    assert 0.0 < metrics["ps/master_busy"] <= 1.0
     # the master does not hang: it names the rank that went silent, and the job stops
     assert "no message from rank 2" in results["hang"]["error"]
     assert proc.returncode != 0

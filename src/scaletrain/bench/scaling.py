@@ -277,6 +277,7 @@ class ScalingRow:
     staleness_mean: float | None = None
     staleness_max: float | None = None
     ps_updates: int | None = None
+    master_busy: float | None = None  # share of the run the master(s) spent on updates, mean
     seconds: float = 0.0  # wall time of the whole run, start-up included
     target: str = ""
     note: str = ""  # why the run was skipped or failed
@@ -624,6 +625,8 @@ def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
             sum(r["staleness_mean"] * r["ps_updates"] for r in servers) / updates, 3
         )
         row.staleness_max = max(r["staleness_max"] for r in servers)
+        busy = [r["master_busy"] for r in servers if r.get("master_busy") is not None]
+        row.master_busy = round(statistics.fmean(busy), 4) if busy else None
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -644,6 +647,7 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "per worker / N plain at once": ("per_worker_vs_concurrent", "{:.1%}", "/N plain"),
     "per worker / own plain": ("per_worker_vs_own", "{:.1%}", "/own plain"),
     "staleness mean / max": ("staleness", "{}", "staleness"),
+    "master busy": ("master_busy", "{:.0%}", "master busy"),
     "target": ("target", "{}", "target"),
 }
 
@@ -693,7 +697,8 @@ def markdown(result: ScalingResult) -> str:
         f"{s['steps']} timed steps after {s['warmup']} warm-up steps per process; median of "
         f"{s['repeats']} run(s). Samples are counted on workers only (parameter-server modes: "
         f"N processes = 1 master + N - 1 workers); efficiency = samples/s ÷ (workers × plain "
-        f"loop); staleness as measured by the master over the whole run. Load average "
+        f"loop); staleness as measured by the master over the whole run, master busy the "
+        f"share of the run it spent receiving, applying and answering updates. Load average "
         f"(1 min) at start / end: {load.get('start')} / {load.get('end')}.",
         "",
         f"Step: {result.plain.task or 'plain loop'}; framework: {result.framework.task or '?'}.",
@@ -956,6 +961,7 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
             staleness_mean=m.get("ps/staleness_mean", 0.0),
             staleness_max=m.get("ps/staleness_max", 0.0),
             ps_updates=m.get("ps/updates", 0.0),
+            master_busy=m.get("ps/master_busy"),
         )
     else:
         record.update(timer.record(cfg.train.batch_size))

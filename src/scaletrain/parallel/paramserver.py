@@ -424,6 +424,9 @@ class ParamServer(Strategy):
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
         next_epoch, since_up, pause = start_epoch, 0, 1e-4
+        # time spent on updates (receiving, applying, replying) since the epoch began: near
+        # all of it, and the master is what the workers wait for
+        busy, epoch_start = 0.0, time.monotonic()
         while pending:
             ready = next((c for c, r in pending.items() if r.Test()), None)
             if ready is None:
@@ -440,6 +443,7 @@ class ParamServer(Strategy):
                 continue
             pause = 1e-4
             c = ready
+            started = time.monotonic()
             kind, step = (int(v) for v in headers[c])
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
             try:
@@ -474,14 +478,17 @@ class ParamServer(Strategy):
             if self._up is not None and since_up >= self.period and pending:
                 self._forward(UPDATE, min(steps[c] for c in alive))
                 since_up = 0
+            busy += time.monotonic() - started
             while (
                 next_epoch < epochs
                 and alive
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                yield next_epoch, (next_epoch + 1) * steps_per_epoch, self._metrics(staleness)
+                load = busy / max(time.monotonic() - epoch_start, 1e-9)
+                yield next_epoch, (next_epoch + 1) * steps_per_epoch, self._metrics(staleness, load)
                 staleness, next_epoch = [], next_epoch + 1
+                busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
         wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
         if self._up is not None:
@@ -493,7 +500,8 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            yield last, reached, self._metrics(staleness)
+            load = busy / max(time.monotonic() - epoch_start, 1e-9)
+            yield last, reached, self._metrics(staleness, load)
 
     def _forward(self, kind: int, step: int) -> None:
         """A sub-master's change since its last pull to the top master; its central back."""
@@ -532,11 +540,12 @@ class ParamServer(Strategy):
         if isinstance(self.rule, Gem):
             self.rule.forget(client)
 
-    def _metrics(self, staleness: list[int]) -> dict[str, float]:
+    def _metrics(self, staleness: list[int], busy: float) -> dict[str, float]:
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "ps/staleness_max": float(max(staleness, default=0)),
             "ps/updates": float(self.version),
+            "ps/master_busy": round(busy, 4),
         }
         if isinstance(self.rule, Gem):
             out["ps/gem_scale"] = self.rule.last_scale
