@@ -698,7 +698,8 @@ def markdown(result: ScalingResult) -> str:
         f"{s['repeats']} run(s). Samples are counted on workers only (parameter-server modes: "
         f"N processes = 1 master + N - 1 workers); efficiency = samples/s ÷ (workers × plain "
         f"loop); staleness as measured by the master over the whole run, master busy the "
-        f"share of the run it spent receiving, applying and answering updates. Load average "
+        f"share of the run it spent receiving, applying and answering updates (sending "
+        f"included). Load average "
         f"(1 min) at start / end: {load.get('start')} / {load.get('end')}.",
         "",
         f"Step: {result.plain.task or 'plain loop'}; framework: {result.framework.task or '?'}.",

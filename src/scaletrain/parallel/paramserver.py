@@ -424,8 +424,8 @@ class ParamServer(Strategy):
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
         next_epoch, since_up, pause = start_epoch, 0, 1e-4
-        # time spent on updates (receiving, applying, replying) since the epoch began: near
-        # all of it, and the master is what the workers wait for
+        # time spent on updates since the epoch began (receiving, applying, replying, moving
+        # replies): near all of it, and the master is what the workers wait for
         busy, epoch_start = 0.0, time.monotonic()
         while pending:
             ready = next((c for c, r in pending.items() if r.Test()), None)
@@ -440,6 +440,8 @@ class ParamServer(Strategy):
                 replying = not MPI.Request.Testall(list(sends.values()))
                 time.sleep(0 if replying else pause)
                 pause = 1e-4 if replying else min(pause * 2, MAX_PAUSE)
+                if replying:  # moving a reply is work on an update too
+                    busy += time.monotonic() - now
                 continue
             pause = 1e-4
             c = ready
