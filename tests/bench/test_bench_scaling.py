@@ -134,6 +134,7 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
         "downpour-np2.log",
     }  # fmt: skip
     assert "samples/s" in printed and "overhead" in printed
+    assert f"{ps['per_worker_vs_own']:.1%} of own plain loop" in printed  # each run as it ends
     # the console table is whole, even where the output is not a wide terminal
     assert "framework 1 proc." in printed and "plain loops at once" in printed
 

@@ -323,6 +323,8 @@ def bench_scaling(
 
     def on_run(row, repeat: int) -> None:
         rate = f"{row.samples_per_s:,.1f} samples/s" if row.ok else row.note
+        if row.per_worker_vs_own is not None:  # --paired
+            rate += f", {row.per_worker_vs_own:.1%} of own plain loop"
         run = f" run {repeat + 1}/{repeats}" if repeats > 1 else ""
         console.print(f"{row.mode} N={row.processes}{run}: {rate} ({row.seconds:.0f} s)")
 
