@@ -38,7 +38,6 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -468,10 +467,8 @@ def bench_scaling(
     )
     paired = framework.per_worker_vs_own
     overhead_paired = round(1.0 - paired, 4) if paired is not None else None
-    targets = check_targets(
-        s.device, framework, rows, overhead if paired is None else overhead_paired,
-        device.get("gpus"),
-    )  # fmt: skip
+    judged = overhead_paired if overhead_paired is not None else overhead
+    targets = check_targets(s.device, framework, rows, judged, device.get("gpus"))
     # other jobs on the machine skew every number: the load says how much there was
     settings_out = {**asdict(s), "batch_size": s.batch, "cpu_count": os.cpu_count(),
                     "epoch_steps": s.epoch_steps,
@@ -934,13 +931,12 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     own: list[float] = []
 
     def own_plain() -> None:  # --paired: the plain loop in this process, all at once
-        meet = partial(_meet, world.comm)
         if strategy.serves:
-            meet()
+            world.meet()
         else:
             world.device(cfg.run.device)  # this process's GPU, as the trainer will choose it
-            own.append(plain_loop(spec, ready=meet)["samples_per_s"])
-        meet()
+            own.append(plain_loop(spec, ready=world.meet)["samples_per_s"])
+        world.meet()
 
     try:
         if spec.get("paired"):
@@ -969,16 +965,6 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
         if own:
             record["own_plain_samples_per_s"] = own
     return record
-
-
-def _meet(comm: Any) -> None:
-    """A barrier that sleeps while it waits (a blocking one spins a core, which the plain
-    loops running meanwhile would feel)."""
-    if comm is None:
-        return
-    request = comm.Ibarrier()
-    while not request.Test():
-        time.sleep(1e-3)
 
 
 # ---------------------------------------------------------------------------- the plain loop

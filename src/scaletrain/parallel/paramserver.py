@@ -138,32 +138,30 @@ class _Client:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
         wait_all([request], self.timeout_s, lambda: self.silent(what))
 
-    def exchange(
-        self, kind: int, step: int, blocking: bool = False, sleep: bool = False
-    ) -> torch.Tensor:
-        """Send and wait for the reply. `blocking`: in MPI_Waitall, which holds no GIL while
-        it progresses the messages (for the exchange thread, whose caller keeps the
-        deadline); else polled here, with the deadline. `sleep` (with blocking): the sends
-        are waited for in MPI, the master's work in short sleeps (probing for its reply),
-        and the reply's transfer in MPI again."""
+    def exchange(self, kind: int, step: int, wait: str = "poll") -> torch.Tensor:
+        """Send and wait for the reply. `wait`: poll (here, with the deadline); spin (in
+        MPI_Waitall, which holds no GIL while it progresses the messages: for the exchange
+        thread, whose caller keeps the deadline); sleep (like spin, but the master's work is
+        waited for in short sleeps, probing for its reply)."""
         from mpi4py import MPI
 
         self.header[:] = (kind, step)
-        sleeping = blocking and sleep
-        # posted first, the reply lands in place; probed for (sleeping), it waits unmatched
-        requests = [] if sleeping else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
+        # posted first, the reply lands in place; probed for (sleep), it waits unmatched
+        requests = (
+            [] if wait == "sleep" else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
+        )
         requests += [
             self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
             self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
         ]
-        if sleeping:
+        if wait == "sleep":
             MPI.Request.Waitall(requests)
             pause = REPLY_PAUSE
             while not self.comm.Iprobe(source=self.server, tag=TAG_REPLY):
                 time.sleep(pause)
                 pause = min(2 * pause, REPLY_MAX_PAUSE)
             self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY).Wait()
-        elif blocking:
+        elif wait == "spin":
             MPI.Request.Waitall(requests)
         else:
             wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
@@ -315,7 +313,7 @@ class ParamServerWorker(AllReduceStrategy):
         finally:
             self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step, blocking=True, sleep=self.cfg.reply_wait == "sleep")
+        reply = client.exchange(kind, step, wait=self.cfg.reply_wait)
         self.rule.correction(reply[:n], self.sent, self.correction)
         self.pulled.copy_(reply)
 
@@ -487,8 +485,8 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                load = busy / max(time.monotonic() - epoch_start, 1e-9)
-                yield next_epoch, (next_epoch + 1) * steps_per_epoch, self._metrics(staleness, load)
+                metrics = self._metrics(staleness, busy, epoch_start)
+                yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
                 staleness, next_epoch = [], next_epoch + 1
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
@@ -502,8 +500,7 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            load = busy / max(time.monotonic() - epoch_start, 1e-9)
-            yield last, reached, self._metrics(staleness, load)
+            yield last, reached, self._metrics(staleness, busy, epoch_start)
 
     def _forward(self, kind: int, step: int) -> None:
         """A sub-master's change since its last pull to the top master; its central back."""
@@ -542,12 +539,13 @@ class ParamServer(Strategy):
         if isinstance(self.rule, Gem):
             self.rule.forget(client)
 
-    def _metrics(self, staleness: list[int], busy: float) -> dict[str, float]:
+    def _metrics(self, staleness: list[int], busy: float, since: float) -> dict[str, float]:
+        """An epoch's: `busy` seconds spent on updates since `since` (monotonic)."""
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "ps/staleness_max": float(max(staleness, default=0)),
             "ps/updates": float(self.version),
-            "ps/master_busy": round(busy, 4),
+            "ps/master_busy": round(busy / max(time.monotonic() - since, 1e-9), 4),
         }
         if isinstance(self.rule, Gem):
             out["ps/gem_scale"] = self.rule.last_scale

@@ -106,6 +106,15 @@ class World:
         if self.comm is not None:
             self.comm.Barrier()
 
+    def meet(self, pause_s: float = 1e-3) -> None:
+        """A barrier that sleeps while it waits (MPI's Barrier spins a core, which other
+        processes' work on the same cores would feel)."""
+        if self.comm is None:
+            return
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(pause_s)
+
     def abort(self, code: int = 1) -> None:
         """Stop every process of the job (used when one rank fails and the others would wait)."""
         if self.comm is not None and self.size > 1:
