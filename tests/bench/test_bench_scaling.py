@@ -93,6 +93,8 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert ps["staleness_mean"] == 0 and ps["staleness_max"] == 0
     assert ps["ps_updates"] >= result["settings"]["epoch_steps"]
     assert 0.0 < ps["master_busy"] <= 1.0 and rows["allreduce", 2]["master_busy"] is None
+    # the worker's training thread spent some of its window on exchanges; all-reduce has none
+    assert 0.0 < ps["worker_exchange"] < 1.0 and rows["allreduce", 2]["worker_exchange"] is None
 
     # --paired: every training process also timed the plain loop itself, before and after
     assert not plain["own_plain_samples_per_s"] and at_once["per_worker_vs_own"] is None

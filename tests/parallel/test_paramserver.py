@@ -93,6 +93,8 @@ def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
     assert any("ps/staleness_mean" in r for r in rows)
     # the share of the epoch the master spent on updates: some, never more than all of it
     assert 0.0 < metrics["ps/master_busy"] <= 1.0
+    # and the share of their time the workers' training threads spent on exchanges
+    assert 0.0 < metrics["ps/worker_exchange"] < 1.0
     # the master does not hang: it names the rank that went silent, and the job stops
     assert "no message from rank 2" in results["hang"]["error"]
     assert proc.returncode != 0
@@ -158,6 +160,8 @@ def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert results["sub"]["best"]["value"] > 0.85
     assert results["sub"]["metrics"]["ps/updates"] > 0
+    # the top master's clients are sub-masters, whose time is not a worker's
+    assert "ps/worker_exchange" not in results["sub"]["metrics"]
 
 
 @pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), Gem()])

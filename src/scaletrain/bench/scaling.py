@@ -277,6 +277,9 @@ class ScalingRow:
     staleness_max: float | None = None
     ps_updates: int | None = None
     master_busy: float | None = None  # share of the run the master(s) spent on updates, mean
+    # share of the window the workers' training threads spent on exchanges (waiting for a
+    # reply, folding it in, handing the next one off), mean over workers
+    worker_exchange: float | None = None
     seconds: float = 0.0  # wall time of the whole run, start-up included
     target: str = ""
     note: str = ""  # why the run was skipped or failed
@@ -614,6 +617,8 @@ def _fill(row: ScalingRow, record: dict[str, Any]) -> None:
         row.own_plain_samples_per_s = [[round(v, 2) for v in pair] for pair in own]
         ratios = [rate / statistics.fmean(pair) for rate, pair in zip(rates, own, strict=True)]
         row.per_worker_vs_own = round(statistics.fmean(ratios), 4)
+    spent = [r["exchange_share"] for r in trainers if r.get("exchange_share") is not None]
+    row.worker_exchange = round(statistics.fmean(spent), 4) if spent else None
     servers = [r for r in ranks if not r["trains"] and r.get("ps_updates")]
     if servers:
         updates = sum(r["ps_updates"] for r in servers)
@@ -645,6 +650,7 @@ COLUMNS: dict[str, tuple[str, str, str]] = {
     "per worker / own plain": ("per_worker_vs_own", "{:.1%}", "/own plain"),
     "staleness mean / max": ("staleness", "{}", "staleness"),
     "master busy": ("master_busy", "{:.0%}", "master busy"),
+    "worker on exchanges": ("worker_exchange", "{:.1%}", "exchanges"),
     "target": ("target", "{}", "target"),
 }
 
@@ -829,18 +835,27 @@ def _sync(dev: torch.device) -> None:
 
 class StepTimer:
     """The trainer's step_callback (and the plain loop's): stamps the end of steps `warmup`
-    and `warmup + steps`, in wall time and in this process's CPU time (all its threads)."""
+    and `warmup + steps`, in wall time, in this process's CPU time (all its threads) and, for
+    a parameter-server worker, in its training thread's seconds on exchanges (`spent`)."""
 
-    def __init__(self, warmup: int, steps: int, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        warmup: int,
+        steps: int,
+        device: torch.device | None = None,
+        spent: Callable[[], float] | None = None,
+    ) -> None:
         self.first, self.last = warmup, warmup + steps
         self.device = device or torch.device("cpu")
-        self.start: tuple[float, float] | None = None
-        self.end: tuple[float, float] | None = None
+        self.spent = spent
+        self.start: tuple[float, float, float] | None = None
+        self.end: tuple[float, float, float] | None = None
 
     def __call__(self, step: int) -> None:
         if step == self.first or step == self.last:
             _sync(self.device)  # what the GPU still has queued belongs to these steps
-            now = (time.perf_counter(), time.process_time())
+            spent = self.spent() if self.spent is not None else 0.0
+            now = (time.perf_counter(), time.process_time(), spent)
             if step == self.first:
                 self.start = now
             else:
@@ -855,12 +870,15 @@ class StepTimer:
             )
         steps = self.last - self.first
         seconds = self.end[0] - self.start[0]
-        return {
+        out = {
             "window_s": seconds,
             "samples_per_s": steps * samples_per_step / seconds,
             "ms_per_step": 1e3 * seconds / steps,
             "cpu_ms_per_step": 1e3 * (self.end[1] - self.start[1]) / steps,
         }
+        if self.spent is not None:
+            out["exchange_share"] = (self.end[2] - self.start[2]) / seconds
+        return out
 
 
 def run_rank(spec_path: Path) -> None:
@@ -927,7 +945,8 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
 
     cfg = from_dict(spec["config"])
     strategy = make_strategy(cfg.parallel, world)
-    timer = StepTimer(spec["warmup"], spec["steps"])
+    spent = getattr(strategy, "exchange_seconds", None)  # a parameter-server worker's
+    timer = StepTimer(spec["warmup"], spec["steps"], spent=spent)
     own: list[float] = []
 
     def own_plain() -> None:  # --paired: the plain loop in this process, all at once

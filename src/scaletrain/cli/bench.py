@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ._app import bench_app
 
-TABLE_WIDTH = 210  # characters the scaling table is printed in, at least
+TABLE_WIDTH = 222  # characters the scaling table is printed in, at least
 
 
 @bench_app.command("sim")
@@ -334,7 +334,7 @@ def bench_scaling(
         table.add_column(short, justify="left" if header in ("mode", "target") else "right")
     for cells in table_rows(result):
         table.add_row(*cells)
-    # 16 columns: at a log's or a narrow terminal's 80 characters rich would cut every cell
+    # 17 columns: at a log's or a narrow terminal's 80 characters rich would cut every cell
     Console(width=max(console.width, TABLE_WIDTH)).print(table)
     for target in result.targets.values():
         console.print(f"{target['target']}: {target['status']}")

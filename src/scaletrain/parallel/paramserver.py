@@ -4,8 +4,11 @@ Every model of the task (both of a GAN) lives in one flat float32 vector: parame
 then floating buffers, with the modules' tensors rebound as views into it, so a message is
 that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exchange:
 
-    worker -> server   header [kind, step] (int64), payload (float32, the rule's)
+    worker -> server   header [kind, step, spent] (int64), payload (float32, the rule's)
     server -> worker   reply (float32): the central variable
+
+`spent`: the microseconds the worker's training thread has spent on exchanges so far (-1 from
+a sub-master), from which the server logs the share of their time workers lose to them.
 
 The server applies the rule (`rules.py`) to the parameter part; buffers (batch-norm
 statistics) are not averaged: the central model takes the latest worker's, and each worker
@@ -130,7 +133,7 @@ class _Client:
 
     def __init__(self, comm: Any, me: int, server: int, size: int, timeout_s: float) -> None:
         self.comm, self.me, self.server, self.timeout_s = comm, me, server, timeout_s
-        self.header = np.zeros(2, dtype=np.int64)
+        self.header = np.zeros(3, dtype=np.int64)
         self.payload = torch.zeros(size)
         self.reply = torch.zeros(size)
 
@@ -138,14 +141,17 @@ class _Client:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
         wait_all([request], self.timeout_s, lambda: self.silent(what))
 
-    def exchange(self, kind: int, step: int, wait: str = "poll") -> torch.Tensor:
+    def exchange(
+        self, kind: int, step: int, wait: str = "poll", spent_s: float | None = None
+    ) -> torch.Tensor:
         """Send and wait for the reply. `wait`: poll (here, with the deadline); spin (in
         MPI_Waitall, which holds no GIL while it progresses the messages: for the exchange
         thread, whose caller keeps the deadline); sleep (like spin, but the master's work is
-        waited for in short sleeps, probing for its reply)."""
+        waited for in short sleeps, probing for its reply). `spent_s`: the sender's time on
+        exchanges so far (None: not a worker)."""
         from mpi4py import MPI
 
-        self.header[:] = (kind, step)
+        self.header[:] = (kind, step, -1 if spent_s is None else round(spent_s * 1e6))
         # posted first, the reply lands in place; probed for (sleep), it waits unmatched
         requests = (
             [] if wait == "sleep" else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
@@ -203,10 +209,17 @@ class ParamServerWorker(AllReduceStrategy):
         # optimizers must not step (see after_backward)
         self._copied = threading.Event()
         self._copied.set()
+        # the training thread's seconds on exchanges (waiting, folding the reply in, handing
+        # the next one off): the server logs their share of the workers' time
+        self._spent = 0.0
 
     @property
     def is_main(self) -> bool:
         return False
+
+    def exchange_seconds(self) -> float:
+        """The training thread's seconds on exchanges so far."""
+        return self._spent
 
     def setup(
         self,
@@ -244,11 +257,13 @@ class ParamServerWorker(AllReduceStrategy):
         if self._copied.is_set():
             return
         assert self._client is not None
+        start = time.perf_counter()
         if not self._copied.wait(self._client.timeout_s):
             raise TrainingError(
                 f"the exchange thread did not copy the parameters within "
                 f"{self._client.timeout_s:g} s (parallel.timeout_s)"
             )
+        self._spent += time.perf_counter() - start
 
     def end_step(self, step: int) -> None:
         super().end_step(step)
@@ -269,6 +284,7 @@ class ParamServerWorker(AllReduceStrategy):
         after_backward) and computes the payload and the correction, so the training thread
         only adds the correction in."""
         assert self._client is not None
+        start = time.perf_counter()
         self._wait_copied()
         self.state.to_host()
         if self.lead:
@@ -280,16 +296,19 @@ class ParamServerWorker(AllReduceStrategy):
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
             client.payload[n:] = host[n:]
+            spent = self._spent + time.perf_counter() - start
             if self._thread is not None and kind != DONE:
                 self._copied.clear()
-                self._in_flight = (self._thread.submit(self._round_trip, kind, step), step)
+                round_trip = self._thread.submit(self._round_trip, kind, step, spent)
+                self._in_flight = (round_trip, step)
             else:
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
-                reply = client.exchange(kind, step)
+                reply = client.exchange(kind, step, spent_s=spent)
                 self.rule.merge(host[:n], reply[:n])
                 self.pulled.copy_(reply)
             self._closed = kind == DONE
         self._share()
+        self._spent += time.perf_counter() - start
 
     def _finish_round_trip(self) -> None:
         """Wait for the exchange thread's round trip, at most parallel.timeout_s from now.
@@ -302,7 +321,7 @@ class ParamServerWorker(AllReduceStrategy):
             raise TrainingError(self._client.silent(f"reply at step {step}")) from None
         self._in_flight = None
 
-    def _round_trip(self, kind: int, step: int) -> None:
+    def _round_trip(self, kind: int, step: int, spent: float) -> None:
         """The exchange thread's part: a copy of the parameters (taken while the training
         thread's next forward and backward only read them), the payload, then the reply,
         waited for in MPI (no GIL held: the training thread runs on undisturbed)."""
@@ -313,7 +332,7 @@ class ParamServerWorker(AllReduceStrategy):
         finally:
             self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step, wait=self.cfg.reply_wait)
+        reply = client.exchange(kind, step, wait=self.cfg.reply_wait, spent_s=spent)
         self.rule.correction(reply[:n], self.sent, self.correction)
         self.pulled.copy_(reply)
 
@@ -414,10 +433,12 @@ class ParamServer(Strategy):
         from mpi4py import MPI
 
         comm, timeout = self.channel, self.cfg.timeout_s
-        headers = {c: np.zeros(2, dtype=np.int64) for c in self.clients}
+        headers = {c: np.zeros(3, dtype=np.int64) for c in self.clients}
         pending = {c: comm.Irecv(headers[c], source=c, tag=TAG_HEADER) for c in self.clients}
         sends: dict[int, Any] = {}
         heard = dict.fromkeys(self.clients, time.monotonic())
+        # each worker's exchange time (µs, as reported) now and when the epoch began
+        spent, spent_before = dict.fromkeys(self.clients, -1), dict.fromkeys(self.clients, 0)
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
@@ -444,7 +465,7 @@ class ParamServer(Strategy):
             pause = 1e-4
             c = ready
             started = time.monotonic()
-            kind, step = (int(v) for v in headers[c])
+            kind, step, spent[c] = (int(v) for v in headers[c])
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
             try:
                 wait_all(  # the header is in, the payload on its way: spin until it is
@@ -485,9 +506,10 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                metrics = self._metrics(staleness, busy, epoch_start)
+                lost = self._lost_to_exchanges(spent, spent_before, alive)
+                metrics = self._metrics(staleness, busy, epoch_start, lost)
                 yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
-                staleness, next_epoch = [], next_epoch + 1
+                staleness, next_epoch, spent_before = [], next_epoch + 1, dict(spent)
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
         wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
@@ -500,7 +522,8 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            yield last, reached, self._metrics(staleness, busy, epoch_start)
+            lost = self._lost_to_exchanges(spent, spent_before, alive)
+            yield last, reached, self._metrics(staleness, busy, epoch_start, lost)
 
     def _forward(self, kind: int, step: int) -> None:
         """A sub-master's change since its last pull to the top master; its central back."""
@@ -539,14 +562,29 @@ class ParamServer(Strategy):
         if isinstance(self.rule, Gem):
             self.rule.forget(client)
 
-    def _metrics(self, staleness: list[int], busy: float, since: float) -> dict[str, float]:
-        """An epoch's: `busy` seconds spent on updates since `since` (monotonic)."""
+    @staticmethod
+    def _lost_to_exchanges(
+        now: dict[int, int], before: dict[int, int], alive: set[int]
+    ) -> float | None:
+        """Mean seconds the workers' training threads spent on exchanges this epoch (None
+        when no client is a worker: a top master serves sub-masters)."""
+        lost = [(now[c] - before[c]) * 1e-6 for c in alive if now[c] >= 0]
+        return float(np.mean(lost)) if lost else None
+
+    def _metrics(
+        self, staleness: list[int], busy: float, since: float, lost: float | None
+    ) -> dict[str, float]:
+        """An epoch's: `busy` seconds spent on updates since `since` (monotonic), `lost`
+        seconds of each worker's spent on exchanges (mean; None: no workers of ours)."""
+        wall = max(time.monotonic() - since, 1e-9)
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "ps/staleness_max": float(max(staleness, default=0)),
             "ps/updates": float(self.version),
-            "ps/master_busy": round(busy / max(time.monotonic() - since, 1e-9), 4),
+            "ps/master_busy": round(busy / wall, 4),
         }
+        if lost is not None:
+            out["ps/worker_exchange"] = round(min(lost / wall, 1.0), 4)
         if isinstance(self.rule, Gem):
             out["ps/gem_scale"] = self.rule.last_scale
         return out
