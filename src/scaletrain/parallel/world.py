@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -106,13 +106,15 @@ class World:
         if self.comm is not None:
             self.comm.Barrier()
 
-    def meet(self, pause_s: float = 1e-3) -> None:
+    def meet(self, pause_s: float = 1e-3, while_waiting: Callable[[], None] | None = None) -> None:
         """A barrier that sleeps while it waits (MPI's Barrier spins a core, which other
-        processes' work on the same cores would feel)."""
+        processes' work on the same cores would feel); `while_waiting` runs between sleeps."""
         if self.comm is None:
             return
         request = self.comm.Ibarrier()
         while not request.Test():
+            if while_waiting is not None:
+                while_waiting()
             time.sleep(pause_s)
 
     def abort(self, code: int = 1) -> None:
@@ -128,10 +130,10 @@ class World:
         the results are written."""
         if self.comm is None or self.size == 1:
             return
-        request = self.comm.Ibarrier()
-        # polled with sleeps (MPI's Wait spins): the last process may still be validating
+        # sleeping between polls: the last process may still be validating
         deadline = time.monotonic() + (0 if self.lost else timeout_s)
-        while not request.Test():
+
+        def end_job_when_late() -> None:
             if last and time.monotonic() > deadline:
                 lost = ", ".join(str(r) for r in sorted(self.lost)) or "some"
                 print(
@@ -141,7 +143,8 @@ class World:
                     flush=True,
                 )
                 _abort(self.comm, 0)
-            time.sleep(0.01)
+
+        self.meet(0.01, end_job_when_late)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"rank": self.rank, "size": self.size}
