@@ -4,11 +4,12 @@ Every model of the task (both of a GAN) lives in one flat float32 vector: parame
 then floating buffers, with the modules' tensors rebound as views into it, so a message is
 that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exchange:
 
-    worker -> server   header [kind, step, spent] (int64), payload (float32, the rule's)
+    worker -> server   header [kind, step, spent, elapsed] (int64), payload (float32, the rule's)
     server -> worker   reply (float32): the central variable
 
-`spent`: the microseconds the worker's training thread has spent on exchanges so far (-1 from
-a sub-master), from which the server logs the share of their time workers lose to them.
+`spent`, `elapsed`: the microseconds the worker's training thread has spent on exchanges and
+the microseconds since it began training (-1 from a sub-master), from which the server logs
+the share of their time the workers lose to exchanges.
 
 The server applies the rule (`rules.py`) to the parameter part; buffers (batch-norm
 statistics) are not averaged: the central model takes the latest worker's, and each worker
@@ -133,7 +134,7 @@ class _Client:
 
     def __init__(self, comm: Any, me: int, server: int, size: int, timeout_s: float) -> None:
         self.comm, self.me, self.server, self.timeout_s = comm, me, server, timeout_s
-        self.header = np.zeros(3, dtype=np.int64)
+        self.header = np.zeros(4, dtype=np.int64)
         self.payload = torch.zeros(size)
         self.reply = torch.zeros(size)
 
@@ -142,16 +143,17 @@ class _Client:
         wait_all([request], self.timeout_s, lambda: self.silent(what))
 
     def exchange(
-        self, kind: int, step: int, wait: str = "poll", spent_s: float | None = None
+        self, kind: int, step: int, wait: str = "poll", clock: tuple[float, float] | None = None
     ) -> torch.Tensor:
         """Send and wait for the reply. `wait`: poll (here, with the deadline); spin (in
         MPI_Waitall, which holds no GIL while it progresses the messages: for the exchange
         thread, whose caller keeps the deadline); sleep (like spin, but the master's work is
-        waited for in short sleeps, probing for its reply). `spent_s`: the sender's time on
-        exchanges so far (None: not a worker)."""
+        waited for in short sleeps, probing for its reply). `clock`: the sender's seconds on
+        exchanges and since it began (None: not a worker)."""
         from mpi4py import MPI
 
-        self.header[:] = (kind, step, -1 if spent_s is None else round(spent_s * 1e6))
+        spent, elapsed = (-1, -1) if clock is None else (round(t * 1e6) for t in clock)
+        self.header[:] = (kind, step, spent, elapsed)
         # posted first, the reply lands in place; probed for (sleep), it waits unmatched
         requests = (
             [] if wait == "sleep" else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
@@ -210,8 +212,8 @@ class ParamServerWorker(AllReduceStrategy):
         self._copied = threading.Event()
         self._copied.set()
         # the training thread's seconds on exchanges (waiting, folding the reply in, handing
-        # the next one off): the server logs their share of the workers' time
-        self._spent = 0.0
+        # the next one off) since it began: the server logs their share of the workers' time
+        self._spent, self._began = 0.0, 0.0  # began: set when training starts (setup)
 
     @property
     def is_main(self) -> bool:
@@ -232,6 +234,7 @@ class ParamServerWorker(AllReduceStrategy):
         super().setup(models, optimizers, steps_per_epoch=steps_per_epoch, step=step)
         self.state = FlatState(models)
         self._steps_per_epoch, self._step = steps_per_epoch, step
+        self._began = time.perf_counter()
         size = self.state.host.numel()
         self._client = _Client(self.channel, self.world.rank, self.server, size, self.cfg.timeout_s)
         self.pulled = torch.zeros(size)
@@ -296,14 +299,15 @@ class ParamServerWorker(AllReduceStrategy):
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
             client.payload[n:] = host[n:]
-            spent = self._spent + time.perf_counter() - start
+            now = time.perf_counter()
+            clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
                 self._copied.clear()
-                round_trip = self._thread.submit(self._round_trip, kind, step, spent)
+                round_trip = self._thread.submit(self._round_trip, kind, step, clock)
                 self._in_flight = (round_trip, step)
             else:
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
-                reply = client.exchange(kind, step, spent_s=spent)
+                reply = client.exchange(kind, step, clock=clock)
                 self.rule.merge(host[:n], reply[:n])
                 self.pulled.copy_(reply)
             self._closed = kind == DONE
@@ -321,7 +325,7 @@ class ParamServerWorker(AllReduceStrategy):
             raise TrainingError(self._client.silent(f"reply at step {step}")) from None
         self._in_flight = None
 
-    def _round_trip(self, kind: int, step: int, spent: float) -> None:
+    def _round_trip(self, kind: int, step: int, clock: tuple[float, float]) -> None:
         """The exchange thread's part: a copy of the parameters (taken while the training
         thread's next forward and backward only read them), the payload, then the reply,
         waited for in MPI (no GIL held: the training thread runs on undisturbed)."""
@@ -332,7 +336,7 @@ class ParamServerWorker(AllReduceStrategy):
         finally:
             self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step, wait=self.cfg.reply_wait, spent_s=spent)
+        reply = client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
         self.rule.correction(reply[:n], self.sent, self.correction)
         self.pulled.copy_(reply)
 
@@ -433,12 +437,14 @@ class ParamServer(Strategy):
         from mpi4py import MPI
 
         comm, timeout = self.channel, self.cfg.timeout_s
-        headers = {c: np.zeros(3, dtype=np.int64) for c in self.clients}
+        headers = {c: np.zeros(4, dtype=np.int64) for c in self.clients}
         pending = {c: comm.Irecv(headers[c], source=c, tag=TAG_HEADER) for c in self.clients}
         sends: dict[int, Any] = {}
         heard = dict.fromkeys(self.clients, time.monotonic())
-        # each worker's exchange time (µs, as reported) now and when the epoch began
-        spent, spent_before = dict.fromkeys(self.clients, -1), dict.fromkeys(self.clients, 0)
+        # each worker's (exchange time, time since it began), µs as reported: the latest, and
+        # the last of the previous epoch
+        clock = dict.fromkeys(self.clients, (-1, -1))
+        clock_before = dict(clock)
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
         alive, staleness = set(self.clients), []
@@ -465,7 +471,8 @@ class ParamServer(Strategy):
             pause = 1e-4
             c = ready
             started = time.monotonic()
-            kind, step, spent[c] = (int(v) for v in headers[c])
+            kind, step, *reported = (int(v) for v in headers[c])
+            clock[c] = (reported[0], reported[1])
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
             try:
                 wait_all(  # the header is in, the payload on its way: spin until it is
@@ -506,10 +513,10 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                lost = self._lost_to_exchanges(spent, spent_before, alive)
+                lost = self._lost_to_exchanges(clock, clock_before, alive)
                 metrics = self._metrics(staleness, busy, epoch_start, lost)
                 yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
-                staleness, next_epoch, spent_before = [], next_epoch + 1, dict(spent)
+                staleness, next_epoch, clock_before = [], next_epoch + 1, dict(clock)
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
         wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
@@ -522,7 +529,7 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            lost = self._lost_to_exchanges(spent, spent_before, alive)
+            lost = self._lost_to_exchanges(clock, clock_before, alive)
             yield last, reached, self._metrics(staleness, busy, epoch_start, lost)
 
     def _forward(self, kind: int, step: int) -> None:
@@ -564,18 +571,26 @@ class ParamServer(Strategy):
 
     @staticmethod
     def _lost_to_exchanges(
-        now: dict[int, int], before: dict[int, int], alive: set[int]
+        now: dict[int, tuple[int, int]], before: dict[int, tuple[int, int]], alive: set[int]
     ) -> float | None:
-        """Mean seconds the workers' training threads spent on exchanges this epoch (None
-        when no client is a worker: a top master serves sub-masters)."""
-        lost = [(now[c] - before[c]) * 1e-6 for c in alive if now[c] >= 0]
-        return float(np.mean(lost)) if lost else None
+        """The share of their time the workers' training threads spent on exchanges between
+        their reports `before` and `now` (mean over workers; None when no client is a worker
+        reporting: a top master serves sub-masters)."""
+        shares = []
+        for c in alive:
+            (spent, elapsed), (spent0, elapsed0) = now[c], before[c]
+            if spent < 0:
+                continue
+            if spent0 < 0:  # its first report: from when it began
+                spent0 = elapsed0 = 0
+            shares.append((spent - spent0) / max(elapsed - elapsed0, 1))
+        return min(float(np.mean(shares)), 1.0) if shares else None
 
     def _metrics(
         self, staleness: list[int], busy: float, since: float, lost: float | None
     ) -> dict[str, float]:
-        """An epoch's: `busy` seconds spent on updates since `since` (monotonic), `lost`
-        seconds of each worker's spent on exchanges (mean; None: no workers of ours)."""
+        """An epoch's: `busy` seconds spent on updates since `since` (monotonic), `lost` the
+        workers' share of time on exchanges (None: no workers of ours)."""
         wall = max(time.monotonic() - since, 1e-9)
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
@@ -584,7 +599,7 @@ class ParamServer(Strategy):
             "ps/master_busy": round(busy / wall, 4),
         }
         if lost is not None:
-            out["ps/worker_exchange"] = round(min(lost / wall, 1.0), 4)
+            out["ps/worker_exchange"] = round(lost, 4)
         if isinstance(self.rule, Gem):
             out["ps/gem_scale"] = self.rule.last_scale
         return out
