@@ -83,32 +83,63 @@ def wait_all(
 
 
 class FlatState:
-    """The models' parameters, then floating buffers, as views into one flat float32 tensor."""
+    """The models' parameters, then floating buffers, as views into one flat float32 tensor.
+
+    On the CPU a second flat tensor (`spare`, after `add_spare`) can be filled while the models
+    train on the first; `rebind` then points a model's tensors into it (copying its buffers,
+    which its forward may just have changed) and `flip` makes it the current one."""
 
     def __init__(self, models: dict[str, nn.Module]) -> None:
-        params = [p for name in sorted(models) for p in models[name].parameters()]
+        params = [(name, p) for name in sorted(models) for p in models[name].parameters()]
         buffers = [
-            (module, key, b)
+            (name, module, key, b)
             for name in sorted(models)
             for module in models[name].modules()
             for key, b in module._buffers.items()
             if b is not None and b.is_floating_point()
         ]
-        tensors = params + [b for _, _, b in buffers]
+        tensors = [p for _, p in params] + [b for *_, b in buffers]
         wrong = {str(t.dtype) for t in tensors if t.dtype != torch.float32}
         if wrong:
             raise ConfigError(f"parameter servers exchange float32 models; found {wrong}")
-        self.n_params = sum(p.numel() for p in params)
-        device = params[0].device
+        self.n_params = sum(p.numel() for _, p in params)
+        device = tensors[0].device
         self.flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(device)
+        # per model: (parameter, None, offset) and (module, buffer name, offset)
+        self._places: dict[str, list[tuple[Any, str | None, int]]] = {n: [] for n in models}
         offset = 0
-        for p in params:
-            p.data = self.flat[offset : offset + p.numel()].view_as(p)
+        for name, p in params:
+            self._places[name].append((p, None, offset))
             offset += p.numel()
-        for module, key, b in buffers:
-            module._buffers[key] = self.flat[offset : offset + b.numel()].view_as(b)
+        for name, module, key, b in buffers:
+            self._places[name].append((module, key, offset))
             offset += b.numel()
+        for name in models:
+            self.rebind(name, self.flat, copy_buffers=False)
         self.host = self.flat if device.type == "cpu" else torch.empty_like(self.flat, device="cpu")
+        self.spare: torch.Tensor | None = None
+
+    def add_spare(self) -> None:
+        assert self.host is self.flat, "a spare flat tensor is for models on the CPU"
+        self.spare = torch.empty_like(self.flat)
+
+    def rebind(self, name: str, into: torch.Tensor, copy_buffers: bool = True) -> None:
+        """Point model `name`'s parameters and buffers at their places in `into`."""
+        for owner, key, offset in self._places[name]:
+            if key is None:
+                owner.data = into[offset : offset + owner.numel()].view_as(owner)
+                continue
+            buffer = owner._buffers[key]
+            place = into[offset : offset + buffer.numel()].view_as(buffer)
+            if copy_buffers:
+                place.copy_(buffer)
+            owner._buffers[key] = place
+
+    def flip(self) -> None:
+        """The spare becomes the current flat tensor (every model rebound to it first)."""
+        assert self.spare is not None
+        self.flat, self.spare = self.spare, self.flat
+        self.host = self.flat
 
     def to_host(self) -> None:
         if self.host is not self.flat:
@@ -241,6 +272,17 @@ class ParamServerWorker(AllReduceStrategy):
         if self._thread is not None:  # the parameters as sent; what to add when the reply is in
             self.sent = torch.zeros(self.state.n_params)
             self.correction = torch.zeros(self.state.n_params)
+        # on the CPU the exchange thread adds the correction while copying the parameters it
+        # sends, into a spare flat tensor that the models move onto before their optimizers
+        # step: the training thread makes no pass over the parameters of its own
+        self._rebinding = (
+            self._thread is not None and self.lead and self.group_size == 1
+            and self.state.host is self.state.flat
+        )  # fmt: skip
+        if self._rebinding:
+            self.state.add_spare()
+        self._models_on_old: set[str] = set()  # still on the current flat, not the spare
+        self._spare_filled = False
         if self.lead:
             self._client.receive(self.state.host, "initial weights")
         self._share()
@@ -255,6 +297,10 @@ class ParamServerWorker(AllReduceStrategy):
     def after_backward(self, name: str, module: nn.Module) -> None:
         super().after_backward(name, module)
         self._wait_copied()  # the optimizer steps next and changes the parameters
+        if name in self._models_on_old:  # it steps from the corrected weights in the spare
+            assert self.state.spare is not None
+            self.state.rebind(name, self.state.spare)
+            self._models_on_old.discard(name)
 
     def _wait_copied(self) -> None:
         if self._copied.is_set():
@@ -284,18 +330,30 @@ class ParamServerWorker(AllReduceStrategy):
         only while calls are in progress on both sides, which a training worker never makes).
         The thread also copies the parameters it sends (while the training thread's next
         forward and backward only read them: its optimizers wait for the copy in
-        after_backward) and computes the payload and the correction, so the training thread
-        only adds the correction in."""
+        after_backward) and computes the payload and the correction. On the CPU it adds the
+        last correction while copying, into a spare flat tensor that each model moves onto
+        before its optimizer steps (FlatState.rebind): the step after an exchange computes its
+        gradient on the weights without the correction, as if the reply had come a step
+        later, and the training thread makes no pass over the parameters. Elsewhere the
+        training thread adds the correction in."""
         assert self._client is not None
         start = time.perf_counter()
         self._wait_copied()
+        if self._spare_filled:  # models without a backward this step move now
+            assert self.state.spare is not None
+            for name in self._models_on_old:
+                self.state.rebind(name, self.state.spare)
+            self._models_on_old.clear()
+            self.state.flip()
+            self._spare_filled = False
         self.state.to_host()
         if self.lead:
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
             host, n, client = self.state.host, self.state.n_params, self._client
             if self._in_flight is not None:
                 self._finish_round_trip()
-                host[:n] += self.correction
+                if not self._rebinding or kind == DONE:  # else the next round trip adds it
+                    host[:n] += self.correction
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
             client.payload[n:] = host[n:]
@@ -303,6 +361,8 @@ class ParamServerWorker(AllReduceStrategy):
             clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
                 self._copied.clear()
+                if self._rebinding:
+                    self._spare_filled, self._models_on_old = True, set(self._models)
                 round_trip = self._thread.submit(self._round_trip, kind, step, clock)
                 self._in_flight = (round_trip, step)
             else:
@@ -332,7 +392,12 @@ class ParamServerWorker(AllReduceStrategy):
         assert self._client is not None
         n, client = self.state.n_params, self._client
         try:
-            self.sent.copy_(self.state.host[:n])
+            if self._rebinding:  # the weights with the last correction, as sent and as trained on
+                assert self.state.spare is not None
+                torch.add(self.state.host[:n], self.correction, out=self.sent)
+                self.state.spare[:n] = self.sent
+            else:
+                self.sent.copy_(self.state.host[:n])
         finally:
             self._copied.set()
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
