@@ -151,6 +151,37 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
 
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
+def test_a_reply_folded_in_on_the_exchange_thread_ends_where_one_folded_in_at_once_ends(
+    class_overrides, tmp_path
+):
+    """EASGD, one worker, a linear model under a linear loss: a gradient does not depend on
+    the weights it is computed at, so folding each elastic pull in one step late, on the
+    exchange thread, into the spare copy of the weights the optimizer then steps (overlap, on
+    the CPU) must end where folding it in at once (no overlap) ends."""
+    runs = []
+    for overlap in ("true", "false"):
+        name = f"overlap-{overlap}"
+        overrides = class_overrides(
+            name, "parallel.mode=easgd", "parallel.easgd_tau=1", "parallel.easgd_alpha=0.3",
+            f"parallel.overlap={overlap}", "model.args={in_features: 32, hidden: []}",
+            "supervised.loss=_losses:mean_logit", "train.epochs=2",
+            "train.best_metric=val/loss", "train.best_mode=min",
+        )  # fmt: skip
+        runs.append({"name": name, "overrides": overrides})
+    results, _, proc = run_driver(2, runs, tmp_path / "job")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results["overlap-true"]["metrics"]["ps/updates"] > 20
+    late, at_once = (
+        load_checkpoint(tmp_path / f"overlap-{o}" / "best.pt")["models"]["model"]
+        for o in ("true", "false")
+    )
+    # (adding only half of each pull on the exchange thread fails this)
+    for key, value in at_once.items():
+        assert torch.allclose(late[key], value, rtol=1e-4, atol=1e-5), key
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
 def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides, tmp_path):
     overrides = class_overrides(
         "sub", "parallel.mode=downpour", "parallel.masters=2", "parallel.sync_every=2",
