@@ -387,8 +387,9 @@ class ParamServerWorker(AllReduceStrategy):
 
     def _round_trip(self, kind: int, step: int, clock: tuple[float, float]) -> None:
         """The exchange thread's part: a copy of the parameters (taken while the training
-        thread's next forward and backward only read them), the payload, then the reply,
-        waited for in MPI (no GIL held: the training thread runs on undisturbed)."""
+        thread's next forward and backward only read them; on the CPU with the last
+        correction added, also into the spare), the payload, then the reply, waited for in
+        MPI (no GIL held: the training thread runs on undisturbed), and the correction."""
         assert self._client is not None
         n, client = self.state.n_params, self._client
         try:
