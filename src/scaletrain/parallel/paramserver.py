@@ -86,8 +86,9 @@ class FlatState:
     """The models' parameters, then floating buffers, as views into one flat float32 tensor.
 
     On the CPU a second flat tensor (`spare`, after `add_spare`) can be filled while the models
-    train on the first; `rebind` then points a model's tensors into it (copying its buffers,
-    which its forward may just have changed) and `flip` makes it the current one."""
+    train on the first; `move` then points a model's tensors into it (copying its buffers,
+    which its forward may just have changed) and `flip` moves the rest and makes it the
+    current one."""
 
     def __init__(self, models: dict[str, nn.Module]) -> None:
         params = [(name, p) for name in sorted(models) for p in models[name].parameters()]
@@ -118,6 +119,7 @@ class FlatState:
             self.rebind(name, self.flat, copy_buffers=False)
         self.host = self.flat if device.type == "cpu" else torch.empty_like(self.flat, device="cpu")
         self.spare: torch.Tensor | None = None
+        self._moved: set[str] = set()  # models already on the spare
 
     def add_spare(self) -> None:
         assert self.host is self.flat, "a spare flat tensor is for models on the CPU"
@@ -135,11 +137,20 @@ class FlatState:
                 place.copy_(buffer)
             owner._buffers[key] = place
 
-    def flip(self) -> None:
-        """The spare becomes the current flat tensor (every model rebound to it first)."""
+    def move(self, name: str) -> None:
+        """Model `name` onto the spare (once until the next flip)."""
         assert self.spare is not None
+        if name not in self._moved:
+            self.rebind(name, self.spare)
+            self._moved.add(name)
+
+    def flip(self) -> None:
+        """Every model onto the spare, which becomes the current flat tensor."""
+        for name in self._places:
+            self.move(name)
         self.flat, self.spare = self.spare, self.flat
         self.host = self.flat
+        self._moved.clear()
 
     def to_host(self) -> None:
         if self.host is not self.flat:
@@ -281,8 +292,6 @@ class ParamServerWorker(AllReduceStrategy):
         )  # fmt: skip
         if self._rebinding:
             self.state.add_spare()
-        self._models_on_old: set[str] = set()  # still on the current flat, not the spare
-        self._spare_filled = False
         if self.lead:
             self._client.receive(self.state.host, "initial weights")
         self._share()
@@ -296,15 +305,20 @@ class ParamServerWorker(AllReduceStrategy):
 
     def after_backward(self, name: str, module: nn.Module) -> None:
         super().after_backward(name, module)
-        self._wait_copied()  # the optimizer steps next and changes the parameters
-        if name in self._models_on_old:  # it steps from the corrected weights in the spare
-            assert self.state.spare is not None
-            self.state.rebind(name, self.state.spare)
-            self._models_on_old.discard(name)
+        # the optimizer steps next and changes the parameters
+        self._spent += self._wait_copied()
+        if self._spare_filled:  # it steps from the corrected weights in the spare
+            self.state.move(name)
 
-    def _wait_copied(self) -> None:
+    @property
+    def _spare_filled(self) -> bool:
+        """The round trip in flight filled the spare (with the correction before it)."""
+        return self._rebinding and self._in_flight is not None
+
+    def _wait_copied(self) -> float:
+        """Wait until the exchange thread has copied the parameters; the seconds waited."""
         if self._copied.is_set():
-            return
+            return 0.0
         assert self._client is not None
         start = time.perf_counter()
         if not self._copied.wait(self._client.timeout_s):
@@ -312,7 +326,7 @@ class ParamServerWorker(AllReduceStrategy):
                 f"the exchange thread did not copy the parameters within "
                 f"{self._client.timeout_s:g} s (parallel.timeout_s)"
             )
-        self._spent += time.perf_counter() - start
+        return time.perf_counter() - start
 
     def end_step(self, step: int) -> None:
         super().end_step(step)
@@ -340,12 +354,7 @@ class ParamServerWorker(AllReduceStrategy):
         start = time.perf_counter()
         self._wait_copied()
         if self._spare_filled:  # models without a backward this step move now
-            assert self.state.spare is not None
-            for name in self._models_on_old:
-                self.state.rebind(name, self.state.spare)
-            self._models_on_old.clear()
             self.state.flip()
-            self._spare_filled = False
         self.state.to_host()
         if self.lead:
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
@@ -361,8 +370,6 @@ class ParamServerWorker(AllReduceStrategy):
             clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
                 self._copied.clear()
-                if self._rebinding:
-                    self._spare_filled, self._models_on_old = True, set(self._models)
                 round_trip = self._thread.submit(self._round_trip, kind, step, clock)
                 self._in_flight = (round_trip, step)
             else:
@@ -537,8 +544,8 @@ class ParamServer(Strategy):
             pause = 1e-4
             c = ready
             started = time.monotonic()
-            kind, step, *reported = (int(v) for v in headers[c])
-            clock[c] = (reported[0], reported[1])
+            kind, step, spent, elapsed = (int(v) for v in headers[c])
+            clock[c] = (spent, elapsed)
             request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
             try:
                 wait_all(  # the header is in, the payload on its way: spin until it is
