@@ -17,6 +17,7 @@ from scaletrain.bench.scaling import (
     ScalingResult,
     ScalingRow,
     Settings,
+    StepTimer,
     _median,
     base_config,
     check_targets,
@@ -26,6 +27,7 @@ from scaletrain.bench.scaling import (
     synthetic_data,
 )
 from scaletrain.cli import main
+from scaletrain.errors import TrainingError
 
 # a small MLP on 32 features keeps every process short
 SMALL = [
@@ -139,6 +141,65 @@ def test_scaling_command_writes_consistent_json_markdown_and_plot(tmp_path, caps
     assert f"{ps['per_worker_vs_own']:.1%} of own plain loop" in printed  # each run as it ends
     # the console table is whole, even where the output is not a wide terminal
     assert "framework 1 proc." in printed and "plain loops at once" in printed
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_interleaved_workers_are_judged_against_their_own_plain_blocks(tmp_path, capsys):
+    out = tmp_path / "scaling"
+    code = main([
+        "bench", "scaling", "--modes", "downpour", "--np", "3", "--steps", "6", "--warmup", "1",
+        "--batch-size", "16", "--device", "cpu", "--out", str(out), *SMALL, "--interleave", "2",
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    result = json.loads((out / "scaling.json").read_text())
+    assert result["settings"]["interleave"] == 2
+    none, (ps,) = result["framework"], result["rows"]
+    assert not ps["note"] and (ps["workers"], ps["servers"]) == (2, 1)
+    assert ps["staleness_max"] >= 0 and 0.0 < ps["worker_exchange"] < 1.0
+    for row in (none, ps):  # one plain rate per training process: that of its blocks
+        own = row["own_plain_samples_per_s"]
+        assert len(own) == row["workers"] and all(len(o) == 1 and o[0] > 0 for o in own)
+        ratios = [r / o[0] for r, o in zip(row["worker_samples_per_s"], own, strict=True)]
+        assert _close(row["per_worker_vs_own"], sum(ratios) / len(ratios))
+    assert _close(result["overhead_paired"], 1 - none["per_worker_vs_own"])
+    ok = ps["per_worker_vs_own"] >= ASYNC_PER_WORKER_MIN
+    assert result["targets"]["async_per_worker"]["status"] == ("met" if ok else "not met")
+    md = (out / "scaling.md").read_text()
+    assert markdown(ScalingResult.from_dict(result)) == md
+    assert "--interleave 2 --out" in md and "Interleaved (--interleave 2)" in md
+    assert "plain loop in the blocks between" in md
+    assert f"{ps['per_worker_vs_own']:.1%} of own plain loop" in printed
+
+
+def test_interleaved_timer_leaves_the_plain_blocks_out_of_the_window(monkeypatch):
+    clock = {"wall": 0.0, "cpu": 0.0, "spent": 0.0}
+    monkeypatch.setattr("scaletrain.bench.scaling.time.perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr("scaletrain.bench.scaling.time.process_time", lambda: clock["cpu"])
+    blocks = []
+
+    def plain_block() -> None:  # 5 s of wall and CPU time, none of it the framework's
+        blocks.append(step)
+        clock["wall"] += 5.0
+        clock["cpu"] += 5.0
+
+    timer = StepTimer(2, 7, spent=lambda: clock["spent"], block=3, between=plain_block)
+    for step in range(1, 12):  # each framework step: 1 s, 0.5 s of CPU, 0.25 s on exchanges
+        clock["wall"] += 1.0
+        clock["cpu"] += 0.5
+        clock["spent"] += 0.25
+        timer(step)
+    assert blocks == [5, 8]  # between the spans 3-5, 6-8 and 9 (the window's last step)
+    record = timer.record(samples_per_step=10)
+    assert record["window_s"] == pytest.approx(7.0)
+    assert record["samples_per_s"] == pytest.approx(10.0)
+    assert record["cpu_ms_per_step"] == pytest.approx(500.0)
+    assert record["exchange_share"] == pytest.approx(0.25)
+    short = StepTimer(2, 7)
+    short(2)
+    with pytest.raises(TrainingError, match="before step 9"):
+        short.record(10)
 
 
 def test_speedup_efficiency_and_targets_follow_from_the_rates():
@@ -260,3 +321,6 @@ def test_unknown_modes_and_counts_are_one_line_errors(tmp_path, capsys):
     assert "--modes ring: choose from allreduce" in capsys.readouterr().err
     assert main(["bench", "scaling", "--np", "0,2", "--out", str(tmp_path)]) == 2
     assert "--np '0,2'" in capsys.readouterr().err
+    for bad in (["--steps", "6", "--interleave", "4"], ["--interleave", "2", "--paired"]):
+        assert main(["bench", "scaling", *bad, "--out", str(tmp_path)]) == 2
+        assert "--interleave" in capsys.readouterr().err

@@ -161,6 +161,9 @@ class Settings:
     mpiexec_args: tuple[str, ...] = ()
     concurrent_plain: bool = False  # also N plain loops at once, for each N > 1
     paired: bool = False  # each training process also runs the plain loop, before and after
+    # each training process alternates spans of this many framework steps with as many steps
+    # of the plain loop (0: off)
+    interleave: int = 0
 
     @property
     def epoch_steps(self) -> int:
@@ -198,6 +201,8 @@ class Settings:
             args.append("--concurrent-plain")
         if self.paired:
             args.append("--paired")
+        if self.interleave:
+            args += ["--interleave", str(self.interleave)]
         return shlex.join([*args, "--out", str(out)])
 
 
@@ -436,6 +441,11 @@ def bench_scaling(
         raise ConfigError(f"--model {s.model!r}: choose from {', '.join(MODELS)}")
     if s.steps < 1 or s.warmup < 1 or s.repeats < 1:
         raise ConfigError("--steps, --warmup and --repeats must be at least 1")
+    if s.interleave and (s.paired or not 0 < 2 * s.interleave <= s.steps):
+        raise ConfigError(
+            f"--interleave {s.interleave}: use a block of at most half of --steps "
+            f"({s.steps}), and not together with --paired"
+        )
     base_config(s, "none", "check", 1)  # a bad --set fails now, not in a child
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "logs").mkdir(exist_ok=True)
@@ -546,7 +556,8 @@ class _Runner:
         raw = base_config(s, "none" if plain else mode, str(run_dir), 1 if plain else trainers)
         spec = {"kind": "plain" if mode == "plain" else "framework", "config": raw,
                 "warmup": s.warmup, "steps": s.steps, "cudnn_benchmark": s.cudnn_benchmark,
-                "paired": s.paired and not plain, "out": str(out)}  # fmt: skip
+                "paired": s.paired and not plain, "interleave": 0 if plain else s.interleave,
+                "out": str(out)}  # fmt: skip
         spec_path = self.work / f"{name}.spec.json"
         spec_path.write_text(json.dumps(spec, indent=1))
         command = self._command(mode, n, spec_path)
@@ -725,6 +736,19 @@ def markdown(result: ScalingResult) -> str:
             "start; this ratio compares each with itself, and the targets are judged on it.",
             "",
         ]
+    if s.get("interleave"):
+        lines += [
+            f"Interleaved (--interleave {s['interleave']}): every training process alternated "
+            f"spans of {s['interleave']} framework steps with as many steps of the plain loop "
+            "(a model, optimizer and data of its own, in the same process), the training "
+            "processes starting each span together (a master serves on); per worker / own "
+            "plain is its framework rate over its spans against its plain loop's over its "
+            "blocks, averaged over the workers. Both are measured over the same seconds, so a "
+            "host whose speed drifts slows both alike; the targets are judged on this ratio. "
+            "A plain block lets the round trip in flight finish: one exchange per span costs "
+            "the worker no wait.",
+            "",
+        ]
     headers = list(COLUMNS)
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(headers))) + "|")
@@ -739,12 +763,13 @@ def markdown(result: ScalingResult) -> str:
             f"{result.framework.cpu_ms_per_step:.2f} ms).",
         ]
     if result.overhead_paired is not None:
-        pair = result.framework.own_plain_samples_per_s[0]
+        own = result.framework.own_plain_samples_per_s[0]
+        which = "before / after" if len(own) == 2 else "in the blocks between"
         lines += [
             "",
             f"Framework overhead against the plain loop in its own process: "
-            f"{result.overhead_paired:.1%} (plain loop before / after: "
-            f"{pair[0]:,.1f} / {pair[1]:,.1f} samples/s).",
+            f"{result.overhead_paired:.1%} (plain loop {which}: "
+            f"{' / '.join(f'{v:,.1f}' for v in own)} samples/s).",
         ]
     lines += ["", "Targets:", ""]
     for target in result.targets.values():
@@ -834,9 +859,12 @@ def _sync(dev: torch.device) -> None:
 
 
 class StepTimer:
-    """The trainer's step_callback (and the plain loop's): stamps the end of steps `warmup`
-    and `warmup + steps`, in wall time, in this process's CPU time (all its threads) and, for
-    a parameter-server worker, in its training thread's seconds on exchanges (`spent`)."""
+    """The trainer's step_callback (and the plain loop's): times steps `warmup` + 1 to
+    `warmup + steps`, in wall time, in this process's CPU time (all its threads) and, for a
+    parameter-server worker, in its training thread's seconds on exchanges (`spent`).
+
+    With `block` (--interleave), the window is cut into spans of `block` steps and `between`
+    runs after each span but the last, outside the time counted (the plain loop's blocks)."""
 
     def __init__(
         self,
@@ -844,40 +872,58 @@ class StepTimer:
         steps: int,
         device: torch.device | None = None,
         spent: Callable[[], float] | None = None,
+        block: int = 0,
+        between: Callable[[], None] | None = None,
     ) -> None:
         self.first, self.last = warmup, warmup + steps
         self.device = device or torch.device("cpu")
         self.spent = spent
-        self.start: tuple[float, float, float] | None = None
-        self.end: tuple[float, float, float] | None = None
+        self.block, self.between = block, between
+        self.total = (0.0, 0.0, 0.0)  # wall, CPU, exchange seconds of the closed spans
+        self.opened: tuple[float, float, float] | None = None  # the span being timed
+        self.done = False
+
+    def _stamp(self) -> tuple[float, float, float]:
+        _sync(self.device)  # what the GPU still has queued belongs to the steps before
+        spent = self.spent() if self.spent is not None else 0.0
+        return time.perf_counter(), time.process_time(), spent
 
     def __call__(self, step: int) -> None:
-        if step == self.first or step == self.last:
-            _sync(self.device)  # what the GPU still has queued belongs to these steps
-            spent = self.spent() if self.spent is not None else 0.0
-            now = (time.perf_counter(), time.process_time(), spent)
-            if step == self.first:
-                self.start = now
-            else:
-                self.end = now
+        if step < self.first or step > self.last:
+            return
+        edge = step in (self.first, self.last) or (
+            self.block and (step - self.first) % self.block == 0
+        )
+        if not edge:
+            return
+        if self.opened is not None:
+            (w0, c0, s0), (w1, c1, s1), (w, c, x) = self.opened, self._stamp(), self.total
+            self.total = (w + w1 - w0, c + c1 - c0, x + s1 - s0)
+            self.opened = None
+        if step == self.last:
+            self.done = True
+            return
+        if self.between is not None and step > self.first:
+            self.between()
+        self.opened = self._stamp()
 
     def record(self, samples_per_step: int) -> dict[str, float]:
         """Rates over the window. CPU time per step hardly depends on other jobs sharing the
         cores (wall time does), so it compares 1-process runs on a busy machine."""
-        if self.start is None or self.end is None:
+        if not self.done:
             raise TrainingError(
                 f"the run ended before step {self.last}: the timed window was not reached"
             )
         steps = self.last - self.first
-        seconds = self.end[0] - self.start[0]
+        seconds, cpu, spent = self.total
         out = {
             "window_s": seconds,
             "samples_per_s": steps * samples_per_step / seconds,
             "ms_per_step": 1e3 * seconds / steps,
-            "cpu_ms_per_step": 1e3 * (self.end[1] - self.start[1]) / steps,
+            "cpu_ms_per_step": 1e3 * cpu / steps,
         }
         if self.spent is not None:
-            out["exchange_share"] = (self.end[2] - self.start[2]) / seconds
+            out["exchange_share"] = spent / seconds
         return out
 
 
@@ -946,8 +992,10 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     cfg = from_dict(spec["config"])
     strategy = make_strategy(cfg.parallel, world)
     spent = getattr(strategy, "exchange_seconds", None)  # a parameter-server worker's
-    timer = StepTimer(spec["warmup"], spec["steps"], spent=spent)
     own: list[float] = []
+    blocks = _plain_blocks(spec, world, trains=not strategy.serves)
+    timer = StepTimer(spec["warmup"], spec["steps"], spent=spent,
+                      block=spec.get("interleave", 0), between=blocks)  # fmt: skip
 
     def own_plain() -> None:  # --paired: the plain loop in this process, all at once
         if strategy.serves:
@@ -967,6 +1015,8 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
         strategy.close()
     if spec.get("paired"):
         own_plain()
+    if blocks is not None:
+        own.append(blocks.samples_per_s())
     record: dict[str, Any] = {"rank": world.rank, "trains": not strategy.serves,
                               "device": str(trainer.device), "steps_run": result.steps,
                               "task": type(trainer.task).__name__,
@@ -986,49 +1036,115 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     return record
 
 
+def _plain_blocks(spec: dict[str, Any], world: Any, trains: bool) -> PlainBlocks | None:
+    """--interleave: this training process's plain loop, in blocks between the framework's
+    spans, the training processes meeting around each block (servers take no part)."""
+    block = spec.get("interleave", 0)
+    if not block:
+        return None
+    comm = None
+    if world.comm is not None:  # every process takes part in the split
+        from mpi4py import MPI
+
+        comm = world.comm.Split(0 if trains else MPI.UNDEFINED, world.rank)
+    if not trains:
+        return None
+    from scaletrain.parallel.world import meet
+
+    world.device(from_dict(spec["config"]).run.device)  # the GPU the trainer will choose
+    return PlainBlocks(spec, block, (lambda: meet(comm)) if comm is not None else lambda: None)
+
+
 # ---------------------------------------------------------------------------- the plain loop
 
 
-def plain_loop(spec: dict[str, Any], ready: Callable[[], Any] | None = None) -> dict[str, Any]:
+class PlainLoop:
     """The reference: the same model, optimizer, data, batch, precision and device, trained by
     a hand-written loop. Only the model builder and the optimizer's construction come from
-    the project (they run once); every per-step line is plain PyTorch. `ready` is called
+    the project (they run once, here); every per-step line is plain PyTorch."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from scaletrain.models.registry import build_models
+        from scaletrain.tasks.base import make_optimizer
+
+        cfg = from_dict(spec["config"])
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.device = dev = torch.device("cuda" if cfg.run.device == "cuda" else "cpu")
+        self.data = synthetic_data(**cfg.data.args)
+        torch.manual_seed(cfg.run.seed)
+        models = {k: m.to(dev) for k, m in build_models(cfg.model.name, cfg.model.args).items()}
+        optimizers = {k: make_optimizer(cfg.optim, m.parameters()) for k, m in models.items()}
+        autocast: AbstractContextManager = (
+            torch.autocast(dev.type, dtype=torch.bfloat16)
+            if cfg.run.precision == "bf16"
+            else nullcontext()
+        )
+        if cfg.task == "gan":
+            self.step, self.path = _gan_step(cfg, models, optimizers, autocast, dev)
+        else:
+            model, optimizer = models["model"], optimizers["model"]
+            self.step, self.path = _supervised_step(model, optimizer, autocast), "eager"
+        for m in models.values():
+            m.train()
+        self.batch_size = cfg.train.batch_size
+        self.order = torch.randperm(next(iter(self.data.values())).shape[0])
+        self.batches = max(1, self.order.numel() // self.batch_size)
+        self.done = 0  # steps so far; the data are walked round and round
+
+    def run(self, steps: int) -> None:
+        b = self.batch_size
+        for _ in range(steps):
+            i = self.done % self.batches
+            idx = self.order[i * b : (i + 1) * b]
+            self.step({k: v[idx].to(self.device, non_blocking=True) for k, v in self.data.items()})
+            self.done += 1
+
+
+def plain_loop(spec: dict[str, Any], ready: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """The plain loop's timed run: `warmup` steps, then `steps` timed ones. `ready` is called
     once everything is built, just before the first step."""
     from scaletrain.bench.gpu import device_info
-    from scaletrain.models.registry import build_models
-    from scaletrain.tasks.base import make_optimizer
 
-    cfg = from_dict(spec["config"])
+    loop = PlainLoop(spec)
     warmup, steps = spec["warmup"], spec["steps"]
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    dev = torch.device("cuda" if cfg.run.device == "cuda" else "cpu")
-    data = synthetic_data(**cfg.data.args)
-    torch.manual_seed(cfg.run.seed)
-    models = {k: m.to(dev) for k, m in build_models(cfg.model.name, cfg.model.args).items()}
-    optimizers = {k: make_optimizer(cfg.optim, m.parameters()) for k, m in models.items()}
-    autocast: AbstractContextManager = (
-        torch.autocast(dev.type, dtype=torch.bfloat16)
-        if cfg.run.precision == "bf16"
-        else nullcontext()
-    )
-    if cfg.task == "gan":
-        step, path = _gan_step(cfg, models, optimizers, autocast, dev)
-    else:
-        step, path = _supervised_step(models["model"], optimizers["model"], autocast), "eager"
-    for m in models.values():
-        m.train()
-    b = cfg.train.batch_size
-    order = torch.randperm(next(iter(data.values())).shape[0])
-    timer = StepTimer(warmup, steps, dev)
+    timer = StepTimer(warmup, steps, loop.device)
     if ready is not None:
         ready()
     for i in range(warmup + steps):
-        idx = order[i * b : (i + 1) * b]
-        step({k: v[idx].to(dev, non_blocking=True) for k, v in data.items()})
+        loop.run(1)
         timer(i + 1)
-    return {"rank": 0, "trains": True, "device": str(dev), "task": f"plain loop, {path}",
-            **timer.record(b), "device_info": device_info(dev)}  # fmt: skip
+    return {"rank": 0, "trains": True, "device": str(loop.device),
+            "task": f"plain loop, {loop.path}", **timer.record(loop.batch_size),
+            "device_info": device_info(loop.device)}  # fmt: skip
+
+
+class PlainBlocks:
+    """--interleave: the plain loop in blocks of `block` steps between the framework's spans
+    (a StepTimer's `between`), in the same process, every training process at once (`meet`
+    before and after each block); the first call also runs the loop's `warmup` steps."""
+
+    def __init__(
+        self, spec: dict[str, Any], block: int, meet: Callable[[], None] = lambda: None
+    ) -> None:
+        self.loop = PlainLoop(spec)
+        self.block, self.warmup, self.meet = block, spec["warmup"], meet
+        self.seconds, self.steps = 0.0, 0
+
+    def __call__(self) -> None:
+        self.meet()
+        if self.steps == 0:
+            self.loop.run(self.warmup)
+            _sync(self.loop.device)
+        start = time.perf_counter()
+        self.loop.run(self.block)
+        _sync(self.loop.device)
+        self.seconds += time.perf_counter() - start
+        self.steps += self.block
+        self.meet()
+
+    def samples_per_s(self) -> float:
+        return self.steps * self.loop.batch_size / self.seconds
 
 
 def _supervised_step(model, optimizer, autocast) -> Callable[[dict[str, torch.Tensor]], None]:

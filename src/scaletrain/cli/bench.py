@@ -294,6 +294,15 @@ def bench_scaling(
         "its framework window: each worker is compared with itself (a process's speed varies "
         "from start to start), and the targets are judged on that.",
     ),
+    interleave: int = typer.Option(
+        0,
+        "--interleave",
+        metavar="STEPS",
+        help="Every training process alternates spans of STEPS framework steps with STEPS "
+        "steps of the plain loop, in the same process, the training processes together: "
+        "each worker is compared with itself over the same seconds (a busy or shared host's "
+        "speed drifts), and the targets are judged on that. At most half of --steps.",
+    ),
 ) -> None:
     """Samples/s, speedup, efficiency and staleness of each mode on N processes, against a
     plain PyTorch loop of the same model (also gives the framework's 1-process overhead)."""
@@ -317,13 +326,13 @@ def bench_scaling(
         data_on_device=data_on_device, cudnn_benchmark=cudnn_benchmark, overrides=tuple(set_),
         repeats=repeats, seed=seed, timeout_s=timeout, mpiexec=mpiexec,
         mpiexec_args=tuple(shlex.split(mpiexec_args)), concurrent_plain=concurrent_plain,
-        paired=paired,
+        paired=paired, interleave=interleave,
     )  # fmt: skip
     console = Console()
 
     def on_run(row, repeat: int) -> None:
         rate = f"{row.samples_per_s:,.1f} samples/s" if row.ok else row.note
-        if row.per_worker_vs_own is not None:  # --paired
+        if row.per_worker_vs_own is not None:  # --paired, --interleave
             rate += f", {row.per_worker_vs_own:.1%} of own plain loop"
         run = f" run {repeat + 1}/{repeats}" if repeats > 1 else ""
         console.print(f"{row.mode} N={row.processes}{run}: {rate} ({row.seconds:.0f} s)")

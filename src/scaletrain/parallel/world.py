@@ -47,6 +47,16 @@ def launched_by_mpi(environ: Mapping[str, str] | None = None) -> bool:
     return launched_size(env) > 1 or "PMIX_RANK" in env
 
 
+def meet(comm: Any, pause_s: float = 1e-3, while_waiting: Callable[[], None] | None = None) -> None:
+    """A barrier of `comm` that sleeps while it waits (MPI's Barrier spins a core, which other
+    processes' work on the same cores would feel); `while_waiting` runs between sleeps."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        if while_waiting is not None:
+            while_waiting()
+        time.sleep(pause_s)
+
+
 @dataclass
 class World:
     """This process's place in the MPI job; `comm` is None for a single process."""
@@ -107,15 +117,9 @@ class World:
             self.comm.Barrier()
 
     def meet(self, pause_s: float = 1e-3, while_waiting: Callable[[], None] | None = None) -> None:
-        """A barrier that sleeps while it waits (MPI's Barrier spins a core, which other
-        processes' work on the same cores would feel); `while_waiting` runs between sleeps."""
-        if self.comm is None:
-            return
-        request = self.comm.Ibarrier()
-        while not request.Test():
-            if while_waiting is not None:
-                while_waiting()
-            time.sleep(pause_s)
+        """`meet` over every process of the job (nothing to wait for without MPI)."""
+        if self.comm is not None:
+            meet(self.comm, pause_s, while_waiting)
 
     def abort(self, code: int = 1) -> None:
         """Stop every process of the job (used when one rank fails and the others would wait)."""
