@@ -376,7 +376,7 @@ class ParamServerWorker(AllReduceStrategy):
                 self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
                 reply = client.exchange(kind, step, clock=clock)
                 self.rule.merge(host[:n], reply[:n])
-                self.pulled.copy_(reply)
+                self._keep_reply()
             self._closed = kind == DONE
         self._share()
         self._spent += time.perf_counter() - start
@@ -411,7 +411,12 @@ class ParamServerWorker(AllReduceStrategy):
         self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
         reply = client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
         self.rule.correction(reply[:n], self.sent, self.correction)
-        self.pulled.copy_(reply)
+        self._keep_reply()
+
+    def _keep_reply(self) -> None:
+        """The reply becomes `pulled` and the next one lands in the old `pulled`: no copy."""
+        assert self._client is not None
+        self.pulled, self._client.reply = self._client.reply, self.pulled
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
