@@ -11,7 +11,7 @@ OUT=${OUT:-bench_scaling}; mkdir -p "$OUT"
 case "${1:-cpu}" in
 cpu)  # the small supervised model, one core per process; N up to the 16 cores
   python -m scaletrain bench scaling --modes allreduce,downpour,easgd,gem \
-    --np 1,2,3,4,8,16 --device cpu --steps 100 --warmup 5 --repeats 3 --concurrent-plain --paired ${MPIEXEC:-} \
+    --np 1,2,3,4,8,16 --device cpu --steps 600 --warmup 5 --repeats 3 --concurrent-plain --interleave 50 ${MPIEXEC:-} \
     --out "$OUT/cpu" 2>&1 | tee "$OUT/cpu.log" ;;
 gpu) bash "$0" gpu-allreduce && bash "$0" gpu-ps ;;
 # the published 3DGAN on the trainer's fast GPU path (fast step, bf16, data on the GPU), uncompiled
