@@ -135,6 +135,9 @@ class ParallelConfig:
     # the lowest latency, a core busy for the round trip) or sleep (in short pauses: leaves
     # the core to the training thread where processes share cores or hyper-threads)
     reply_wait: Literal["spin", "sleep"] = "spin"
+    # a client and its server on one node exchange weights through memory both map (only
+    # small notices travel as messages) instead of messages copied in and out of MPI's buffers
+    shared_memory: bool = True
     easgd_alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     easgd_tau: int = field(default=1, metadata=_range(1))
     gem_momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))

@@ -182,6 +182,32 @@ def test_a_reply_folded_in_on_the_exchange_thread_ends_where_one_folded_in_at_on
 
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
+def test_shared_memory_and_messages_carry_the_same_exchanges(class_overrides, tmp_path):
+    """GEM, one worker (every exchange deterministic): through shared memory (the default
+    on one node) and through messages the training ends with the same weights."""
+    runs = []
+    for shared in ("true", "false"):
+        overrides = class_overrides(
+            f"shm-{shared}", "parallel.mode=gem", f"parallel.shared_memory={shared}",
+            "train.epochs=2",
+        )  # fmt: skip
+        runs.append({"name": f"shm-{shared}", "overrides": overrides})
+    results, _, proc = run_driver(2, runs, tmp_path / "job")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results["shm-true"]["metrics"]["ps/updates"] > 20
+    for shared, clients in (("true", [1]), ("false", [])):
+        world = json.loads((tmp_path / f"shm-{shared}" / "provenance.json").read_text())["world"]
+        assert world["shared_memory"] == clients
+    slot, message = (
+        load_checkpoint(tmp_path / f"shm-{s}" / "best.pt")["models"]["model"]
+        for s in ("true", "false")
+    )
+    for key, value in message.items():
+        assert torch.equal(slot[key], value), key
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
 def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides, tmp_path):
     overrides = class_overrides(
         "sub", "parallel.mode=downpour", "parallel.masters=2", "parallel.sync_every=2",

@@ -41,6 +41,7 @@ from scaletrain.errors import ConfigError, TrainingError
 from scaletrain.parallel.allreduce import AllReduceStrategy
 from scaletrain.parallel.layout import Layout
 from scaletrain.parallel.rules import Downpour, Gem, Rule, make_rule
+from scaletrain.parallel.shm import NodeSlots, Slot
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
 
@@ -172,13 +173,19 @@ def _period(cfg: ParallelConfig) -> int:
 
 
 class _Client:
-    """One side of the exchange: send header + payload, receive the reply (with a deadline)."""
+    """One side of the exchange: send header + payload, receive the reply (with a deadline).
+    With a shared-memory `slot` (server on this node) payload and reply live in it and only
+    the header and a notice of the reply travel as messages."""
 
-    def __init__(self, comm: Any, me: int, server: int, size: int, timeout_s: float) -> None:
+    def __init__(
+        self, comm: Any, me: int, server: int, size: int, timeout_s: float, slot: Slot | None
+    ) -> None:
         self.comm, self.me, self.server, self.timeout_s = comm, me, server, timeout_s
         self.header = np.zeros(4, dtype=np.int64)
-        self.payload = torch.zeros(size)
-        self.reply = torch.zeros(size)
+        self.slot = slot
+        self.payload = slot.payload if slot is not None else torch.zeros(size)
+        self.reply = slot.reply if slot is not None else torch.zeros(size)
+        self.notice = np.zeros(1, dtype=np.int64)  # that the reply is in the slot
 
     def receive(self, into: torch.Tensor, what: str) -> None:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
@@ -196,25 +203,28 @@ class _Client:
 
         spent, elapsed = (-1, -1) if clock is None else (round(t * 1e6) for t in clock)
         self.header[:] = (kind, step, spent, elapsed)
+        # in a slot, the reply is written there and only its notice travels
+        into = self.notice if self.slot is not None else self.reply.numpy()
         # posted first, the reply lands in place; probed for (sleep), it waits unmatched
-        requests = (
-            [] if wait == "sleep" else [self.comm.Irecv(self.reply.numpy(), self.server, TAG_REPLY)]
-        )
-        requests += [
-            self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER),
-            self.comm.Isend(self.payload.numpy(), dest=self.server, tag=TAG_PAYLOAD),
-        ]
+        requests = [] if wait == "sleep" else [self.comm.Irecv(into, self.server, TAG_REPLY)]
+        if self.slot is not None:
+            self.slot.publish()  # the payload is in the slot before the header arrives
+        else:
+            requests.append(self.comm.Isend(self.payload.numpy(), self.server, TAG_PAYLOAD))
+        requests.append(self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER))
         if wait == "sleep":
             MPI.Request.Waitall(requests)
             pause = REPLY_PAUSE
             while not self.comm.Iprobe(source=self.server, tag=TAG_REPLY):
                 time.sleep(pause)
                 pause = min(2 * pause, REPLY_MAX_PAUSE)
-            self.comm.Irecv(self.reply.numpy(), source=self.server, tag=TAG_REPLY).Wait()
+            self.comm.Irecv(into, source=self.server, tag=TAG_REPLY).Wait()
         elif wait == "spin":
             MPI.Request.Waitall(requests)
         else:
             wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
+        if self.slot is not None:
+            self.slot.observe()
         return self.reply
 
     def silent(self, what: str) -> str:
@@ -256,6 +266,7 @@ class ParamServerWorker(AllReduceStrategy):
         # the training thread's seconds on exchanges (waiting, folding the reply in, handing
         # the next one off) since it began: the server logs their share of the workers' time
         self._spent, self._began = 0.0, 0.0  # began: set when training starts (setup)
+        self._slots: NodeSlots | None = None
 
     @property
     def is_main(self) -> bool:
@@ -278,7 +289,14 @@ class ParamServerWorker(AllReduceStrategy):
         self._steps_per_epoch, self._step = steps_per_epoch, step
         self._began = time.perf_counter()
         size = self.state.host.numel()
-        self._client = _Client(self.channel, self.world.rank, self.server, size, self.cfg.timeout_s)
+        # every process of the node takes part; the lead has a slot if its server is here
+        self._slots = NodeSlots(
+            self.channel, self.server if self.lead else -1, size, self.cfg.shared_memory
+        )
+        slot = self._slots.slot(self.world.rank) if self.lead else None
+        self._client = _Client(
+            self.channel, self.world.rank, self.server, size, self.cfg.timeout_s, slot
+        )
         self.pulled = torch.zeros(size)
         if self._thread is not None:  # the parameters as sent; what to add when the reply is in
             self.sent = torch.zeros(self.state.n_params)
@@ -414,9 +432,14 @@ class ParamServerWorker(AllReduceStrategy):
         self._keep_reply()
 
     def _keep_reply(self) -> None:
-        """The reply becomes `pulled` and the next one lands in the old `pulled`: no copy."""
-        assert self._client is not None
-        self.pulled, self._client.reply = self._client.reply, self.pulled
+        """The reply becomes `pulled`, without a copy: in a slot the server writes the next
+        one only after our next update; else the next one lands in the old `pulled`."""
+        client = self._client
+        assert client is not None
+        if client.slot is not None:
+            self.pulled = client.reply
+        else:
+            self.pulled, client.reply = client.reply, self.pulled
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
@@ -424,6 +447,8 @@ class ParamServerWorker(AllReduceStrategy):
             self._exchange(DONE, self._step)  # the last update in, the final central out
         if self._thread is not None:
             self._thread.shutdown(wait=False)
+        if self._slots is not None:
+            self._slots.close()
         super().close()
 
     def describe(self) -> dict[str, Any]:
@@ -453,6 +478,8 @@ class ParamServer(Strategy):
         self.period = _period(cfg)
         self.version = 0  # central updates applied so far
         self._up: _Client | None = None
+        self._slots: NodeSlots | None = None
+        self.shared: dict[int, Slot | None] = {}
 
     @property
     def is_main(self) -> bool:
@@ -477,13 +504,25 @@ class ParamServer(Strategy):
         self.central = self.state.host
         self.state.to_host()
         size = self.central.numel()
+        # first, with every process of the node: a sub-master's slot towards its master, and
+        # those of our clients on this node
+        self._slots = NodeSlots(self.channel, self.upstream, size, self.cfg.shared_memory)
         if self.upstream >= 0:
-            self._up = _Client(self.channel, self.rank, self.upstream, size, self.cfg.timeout_s)
+            slot = self._slots.slot(self.rank)
+            self._up = _Client(
+                self.channel, self.rank, self.upstream, size, self.cfg.timeout_s, slot
+            )
             self._up.receive(self.central, "initial weights")
             self.state.from_host()
         self.pulled_up = self.central.clone()
         self.payload = torch.zeros(size)
-        self.replies = {c: torch.zeros(size) for c in self.clients}
+        self.shared = {c: self._slots.slot(c) for c in self.clients}
+        # what each client was last sent: in its slot where it has one
+        self.replies = {
+            c: slot.reply if slot is not None else torch.zeros(size)
+            for c, slot in self.shared.items()
+        }
+        self.notice = np.zeros(1, dtype=np.int64)
         initial = self.central.clone()
         requests = [
             self.channel.Isend(initial.numpy(), dest=c, tag=TAG_REPLY) for c in self.clients
@@ -551,16 +590,23 @@ class ParamServer(Strategy):
             started = time.monotonic()
             kind, step, spent, elapsed = (int(v) for v in headers[c])
             clock[c] = (spent, elapsed)
-            request = comm.Irecv(self.payload.numpy(), source=c, tag=TAG_PAYLOAD)
-            try:
-                wait_all(  # the header is in, the payload on its way: spin until it is
-                    [request], timeout, lambda c=c: self._silent([c], "update payload"), timeout
-                )
-            except TrainingError:
-                if self.cfg.on_worker_loss == "abort":
-                    raise
-                self._lose(c, pending, alive, sends, heard[c])
-                continue
+            slot = self.shared[c]
+            if slot is not None:  # the payload is in its slot
+                slot.observe()
+                payload = slot.payload
+            else:
+                payload = self.payload
+                request = comm.Irecv(payload.numpy(), source=c, tag=TAG_PAYLOAD)
+                try:
+                    wait_all(  # the header is in, the payload on its way: spin until it is
+                        [request], timeout, lambda c=c: self._silent([c], "update payload"),
+                        timeout,
+                    )  # fmt: skip
+                except TrainingError:
+                    if self.cfg.on_worker_loss == "abort":
+                        raise
+                    self._lose(c, pending, alive, sends, heard[c])
+                    continue
             heard[c], steps[c] = time.monotonic(), step
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
@@ -569,12 +615,16 @@ class ParamServer(Strategy):
             if self.rule.reply_before_apply:
                 reply.copy_(self.central)
             n = self.state.n_params
-            self.rule.apply(self.central[:n], c, self.payload[:n])
-            self.central[n:] = self.payload[n:]
+            self.rule.apply(self.central[:n], c, payload[:n])
+            self.central[n:] = payload[n:]
             self.version += 1
             if not self.rule.reply_before_apply:
                 reply.copy_(self.central)
-            sends[c] = comm.Isend(reply.numpy(), dest=c, tag=TAG_REPLY)
+            if slot is not None:  # the reply is in its slot: say so
+                slot.publish()
+                sends[c] = comm.Isend(self.notice, dest=c, tag=TAG_REPLY)
+            else:
+                sends[c] = comm.Isend(reply.numpy(), dest=c, tag=TAG_REPLY)
             pulled_at[c] = self.version
             if kind == DONE:
                 del pending[c]
@@ -609,6 +659,10 @@ class ParamServer(Strategy):
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
             lost = self._lost_to_exchanges(clock, clock_before, alive)
             yield last, reached, self._metrics(staleness, busy, epoch_start, lost)
+
+    def close(self) -> None:
+        if self._slots is not None:
+            self._slots.close()
 
     def _forward(self, kind: int, step: int) -> None:
         """A sub-master's change since its last pull to the top master; its central back."""
@@ -690,5 +744,7 @@ class ParamServer(Strategy):
             "world_size": self.world.size,
             "layout": self.layout.describe(),
             "clients": self.clients,
+            # the clients exchanging through shared memory (on this node), not messages
+            "shared_memory": sorted(c for c, slot in self.shared.items() if slot is not None),
             "world": self.world.describe(),
         }

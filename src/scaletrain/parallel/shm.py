@@ -1,0 +1,70 @@
+"""Memory that a parameter server and its clients on the same node both map.
+
+A client whose server runs on its node writes its payload into a slot of its own and reads
+the server's reply from another, instead of sending either as a message: a message over
+shared memory is copied twice (into the library's buffers and out of them), and on the CPU
+those copies slow the training thread beside them (docs/performance.md). Notices that a
+payload or a reply is ready still travel as small messages, which also order the writes:
+the writer makes its writes visible (`MPI_Win_sync`) before its notice leaves, the reader
+after the notice has arrived.
+
+One MPI window over the node's processes (allocating it is collective there): every process
+on the node takes part, each giving room for its own slots (none where it has no server on
+the node)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Slot:
+    """A client's two vectors in shared memory: what it sends and what its server replies."""
+
+    payload: torch.Tensor
+    reply: torch.Tensor
+    window: Any
+
+    def publish(self) -> None:
+        """Our writes to the slot, visible to the other side (before sending the notice)."""
+        self.window.Sync()
+
+    def observe(self) -> None:
+        """The other side's writes, visible to us (after receiving its notice)."""
+        self.window.Sync()
+
+
+class NodeSlots:
+    """The shared window of this node's processes, with a slot for this process if its
+    server (`server`, a rank of `comm`; -1 for none) runs on the node."""
+
+    def __init__(self, comm: Any, server: int, size: int, enabled: bool = True) -> None:
+        from mpi4py import MPI
+
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        # the node's processes by their rank in `comm`, in node-rank order
+        self.members = self.node.allgather(comm.rank)
+        self.size = size
+        mine = 2 * size if enabled and server in self.members else 0
+        self.window = MPI.Win.Allocate_shared(4 * mine, 4, comm=self.node)
+        self.window.Lock_all(MPI.MODE_NOCHECK)  # loads and stores, ordered by window syncs
+
+    def slot(self, rank: int) -> Slot | None:
+        """The slot of process `rank` (of `comm`): our own, or a client's; None where that
+        process has none (another node, shared memory off, or no server)."""
+        if rank not in self.members:
+            return None
+        memory, _ = self.window.Shared_query(self.members.index(rank))
+        if len(memory) == 0:
+            return None
+        vector = torch.from_numpy(np.frombuffer(memory, dtype=np.float32))
+        return Slot(vector[: self.size], vector[self.size : 2 * self.size], self.window)
+
+    def close(self) -> None:
+        """End this process's access (freeing the window would wait for every process on
+        the node, some of which may be gone: the memory goes with the job)."""
+        self.window.Unlock_all()
