@@ -1,12 +1,14 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from _mpi import run_driver
+from _mpi import mpirun, run_driver
 from torch import nn
 
 from scaletrain.parallel.paramserver import FlatState
 from scaletrain.parallel.rules import Downpour, Easgd, Gem
+from scaletrain.parallel.shm import has_room
 from scaletrain.train.checkpoint import load_checkpoint
 
 
@@ -178,6 +180,24 @@ def test_a_reply_folded_in_on_the_exchange_thread_ends_where_one_folded_in_at_on
     # (adding only half of each pull on the exchange thread fails this)
     for key, value in at_once.items():
         assert torch.allclose(late[key], value, rtol=1e-4, atol=1e-5), key
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_a_client_and_its_server_share_a_slot_unless_off_or_out_of_room(tmp_path):
+    out = tmp_path / "seen.json"
+    proc = mpirun(2, [str(Path(__file__).with_name("_shm_check.py")), str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    server, client = json.loads(out.read_text())
+    assert server["payload"] == [0.0, 1.0, 2.0, 3.0, 4.0]  # written by the client
+    assert client["reply"] == [0.0, 2.0, 4.0, 6.0, 8.0]  # written by the server
+    for seen in (server, client):  # both sides agree whether there is a slot
+        assert (seen["on"], seen["off"], seen["full"]) == (True, False, False)
+
+
+def test_room_for_shared_memory_is_judged_by_the_free_space(tmp_path):
+    assert has_room(1, str(tmp_path)) and not has_room(1 << 62, str(tmp_path))
+    assert has_room(1 << 62, str(tmp_path / "absent"))  # no such directory, no such limit
 
 
 @pytest.mark.mpi

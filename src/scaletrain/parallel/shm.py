@@ -14,11 +14,19 @@ the node)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from scaletrain.errors import TrainingError
+
+# where MPI libraries keep the memory processes share; a full one kills a process (SIGBUS)
+# when it first touches a page, so a slot is taken only where there is room for every
+# process of the node
+SHM_DIR = "/dev/shm"
 
 
 @dataclass
@@ -49,8 +57,16 @@ class NodeSlots:
         # the node's processes by their rank in `comm`, in node-rank order
         self.members = self.node.allgather(comm.rank)
         self.size = size
-        mine = 2 * size if enabled and server in self.members else 0
-        self.window = MPI.Win.Allocate_shared(4 * mine, 4, comm=self.node)
+        wanted = enabled and server in self.members
+        # a client without a slot exchanges by messages: its server sees an empty segment
+        mine = 2 * size if wanted and has_room(4 * 2 * size * self.node.size) else 0
+        try:
+            self.window = MPI.Win.Allocate_shared(4 * mine, 4, comm=self.node)
+        except MPI.Exception as exc:
+            raise TrainingError(
+                f"could not allocate shared memory for the parameter server's exchanges "
+                f"({exc.Get_error_string()}); set parallel.shared_memory: false"
+            ) from None
         self.window.Lock_all(MPI.MODE_NOCHECK)  # loads and stores, ordered by window syncs
 
     def slot(self, rank: int) -> Slot | None:
@@ -68,3 +84,12 @@ class NodeSlots:
         """End this process's access (freeing the window would wait for every process on
         the node, some of which may be gone: the memory goes with the job)."""
         self.window.Unlock_all()
+
+
+def has_room(nbytes: int, where: str | None = None) -> bool:
+    """Whether `where` (SHM_DIR) has `nbytes` free (True where it does not exist)."""
+    try:
+        stat = os.statvfs(where or SHM_DIR)
+    except OSError:
+        return True
+    return stat.f_bavail * stat.f_frsize >= nbytes
