@@ -7,6 +7,10 @@ that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exch
     worker -> server   header [kind, step, spent, elapsed] (int64), payload (float32, the rule's)
     server -> worker   reply (float32): the central variable
 
+A client whose server runs on its node writes the payload into shared memory and reads the
+reply there (`shm.py`, parallel.shared_memory): only the header and a one-number notice of
+the reply travel.
+
 `spent`, `elapsed`: the microseconds the worker's training thread has spent on exchanges and
 the microseconds since it began training (-1 from a sub-master), from which the server logs
 the share of their time the workers lose to exchanges.
@@ -641,8 +645,7 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                lost = self._lost_to_exchanges(clock, clock_before, alive)
-                metrics = self._metrics(staleness, busy, epoch_start, lost)
+                metrics = self._metrics(staleness, busy, epoch_start, (clock, clock_before, alive))
                 yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
                 staleness, next_epoch, clock_before = [], next_epoch + 1, dict(clock)
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
@@ -657,8 +660,8 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            lost = self._lost_to_exchanges(clock, clock_before, alive)
-            yield last, reached, self._metrics(staleness, busy, epoch_start, lost)
+            clocks = (clock, clock_before, alive)
+            yield last, reached, self._metrics(staleness, busy, epoch_start, clocks)
 
     def close(self) -> None:
         if self._slots is not None:
@@ -719,10 +722,11 @@ class ParamServer(Strategy):
         return min(float(np.mean(shares)), 1.0) if shares else None
 
     def _metrics(
-        self, staleness: list[int], busy: float, since: float, lost: float | None
+        self, staleness: list[int], busy: float, since: float, clocks: tuple[Any, Any, set[int]]
     ) -> dict[str, float]:
-        """An epoch's: `busy` seconds spent on updates since `since` (monotonic), `lost` the
-        workers' share of time on exchanges (None: no workers of ours)."""
+        """An epoch's: `busy` seconds spent on updates since `since` (monotonic); `clocks` the
+        workers' reports now and at the epoch's start, and those alive (_lost_to_exchanges)."""
+        lost = self._lost_to_exchanges(*clocks)
         wall = max(time.monotonic() - since, 1e-9)
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
