@@ -2,11 +2,11 @@
 
 A client whose server runs on its node writes its payload into a slot of its own and reads
 the server's reply from another, instead of sending either as a message: a message over
-shared memory is copied twice (into the library's buffers and out of them), and on the CPU
-those copies slow the training thread beside them (docs/performance.md). Notices that a
-payload or a reply is ready still travel as small messages, which also order the writes:
-the writer makes its writes visible (`MPI_Win_sync`) before its notice leaves, the reader
-after the notice has arrived.
+shared memory is copied twice (into the library's buffers and out of them) unless the
+library has a single-copy mechanism, and on the CPU those copies slow the training thread
+beside them (docs/performance.md). Notices that a payload or a reply is ready still travel
+as small messages, which also order the writes: the writer makes its writes visible
+(`MPI_Win_sync`) before its notice leaves, the reader after the notice has arrived.
 
 One MPI window over the node's processes (allocating it is collective there): every process
 on the node takes part, each giving room for its own slots (none where it has no server on
