@@ -143,6 +143,9 @@ class ParallelConfig:
     gem_momentum: float = field(default=0.9, metadata=_range(0.0, 1.0))
     # GEM's proxy amplification (the authors' scripts: "2 is a good value")
     gem_kappa: float = field(default=2.0, metadata=_range(0.0))
+    # the master runs GEM's update as one compiled loop over the parameters (torch.compile,
+    # at start-up; the plain rule where compiling fails, e.g. without a C++ compiler)
+    gem_fused: bool = True
     timeout_s: float = field(default=60.0, metadata=_range(1.0))
     # how long a parameter-server master waits for each worker's first update: the first
     # steps compile (gan.compile), autotune and fill caches, which can take minutes

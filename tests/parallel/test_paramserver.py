@@ -52,6 +52,23 @@ def test_gem_never_amplifies_beyond_its_clip():
     assert rule.last_scale == 5.0
 
 
+def test_gem_compiled_into_one_loop_updates_as_the_plain_rule():
+    plain, fused = Gem(momentum=0.9, kappa=2.0), Gem(momentum=0.9, kappa=2.0)
+    assert fused.fuse(1000) is None  # this machine compiles (a C++ compiler is at hand)
+    torch.manual_seed(0)
+    start = torch.randn(1000)
+    a, b = start.clone(), start.clone()
+    for i in range(8):  # two workers, each update rescaled by its own proxy
+        update = 0.1 * torch.randn(1000)
+        plain.apply(a, i % 2, update)
+        fused.apply(b, i % 2, update)
+        assert fused.last_scale == pytest.approx(plain.last_scale, rel=1e-5)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for client in (0, 1):
+        assert torch.allclose(plain._seen[client], fused._seen[client], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(plain._proxy[client], fused._proxy[client], rtol=1e-5, atol=1e-6)
+
+
 def test_flat_state_makes_parameters_and_buffers_views_of_one_vector():
     models = {"b": nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), "a": nn.Linear(2, 1)}
     state = FlatState(models)

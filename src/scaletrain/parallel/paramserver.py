@@ -191,9 +191,9 @@ class _Client:
         self.reply = slot.reply if slot is not None else torch.zeros(size)
         self.notice = np.zeros(1, dtype=np.int64)  # that the reply is in the slot
 
-    def receive(self, into: torch.Tensor, what: str) -> None:
+    def receive(self, into: torch.Tensor, what: str, timeout_s: float | None = None) -> None:
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
-        wait_all([request], self.timeout_s, lambda: self.silent(what))
+        wait_all([request], timeout_s or self.timeout_s, lambda: self.silent(what, timeout_s))
 
     def exchange(
         self, kind: int, step: int, wait: str = "poll", clock: tuple[float, float] | None = None
@@ -231,11 +231,14 @@ class _Client:
             self.slot.observe()
         return self.reply
 
-    def silent(self, what: str) -> str:
+    def silent(self, what: str, startup_s: float | None = None) -> str:
         # the CLI prefixes "error: rank R:" (this rank)
+        limit, key = (self.timeout_s, "timeout_s")
+        if startup_s:
+            limit, key = startup_s, "startup_timeout_s"
         return (
-            f"no {what} from parameter server rank {self.server} within {self.timeout_s:g} s "
-            f"(parallel.timeout_s); it died, hung or is validating longer"
+            f"no {what} from parameter server rank {self.server} within {limit:g} s "
+            f"(parallel.{key}); it died, hung or is validating longer"
         )
 
 
@@ -314,8 +317,9 @@ class ParamServerWorker(AllReduceStrategy):
         )  # fmt: skip
         if self._rebinding:
             self.state.add_spare()
-        if self.lead:
-            self._client.receive(self.state.host, "initial weights")
+        if self.lead:  # the server may still be starting (compiling GEM's update)
+            allowance = max(self.cfg.timeout_s, self.cfg.startup_timeout_s)
+            self._client.receive(self.state.host, "initial weights", allowance)
         self._share()
         self.pulled.copy_(self.state.host)
 
@@ -527,6 +531,16 @@ class ParamServer(Strategy):
             for c, slot in self.shared.items()
         }
         self.notice = np.zeros(1, dtype=np.int64)
+        if isinstance(self.rule, Gem) and self.cfg.gem_fused:  # compiled before the workers
+            failed = self.rule.fuse(self.state.n_params)  # start: inside their allowance
+            if failed is not None:
+                print(
+                    f"warning: parameter server rank {self.rank}: GEM's update runs "
+                    f"uncompiled ({type(failed).__name__}: {str(failed).strip()[:300]}); "
+                    "parallel.gem_fused: false skips the attempt",
+                    file=sys.stderr,
+                    flush=True,
+                )
         initial = self.central.clone()
         requests = [
             self.channel.Isend(initial.numpy(), dest=c, tag=TAG_REPLY) for c in self.clients
