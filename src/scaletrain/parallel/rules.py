@@ -86,14 +86,26 @@ class Gem:
 
     def fuse(self, size: int) -> Exception | None:
         """Run `apply` as one compiled loop over the parameters (`gem_update` under
-        torch.compile: on the CPU it needs a C++ compiler), compiled now on scratch vectors
-        of `size`. Where compiling fails, the error (and the plain rule stays)."""
+        torch.compile: on the CPU it needs a C++ compiler), compiled now and checked against
+        the uncompiled expressions on random vectors of `size`. Where compiling fails or the
+        two disagree, the error (and the plain rule stays)."""
         fused = torch.compile(gem_update, dynamic=False)
-        central, proxy, seen, update = (torch.zeros(size) for _ in range(4))
-        try:
-            fused(central, proxy, seen, update, self.momentum, self.kappa, self.max_scale, self.eps)
-        except Exception as exc:  # no compiler, an unsupported platform
-            return exc
+        # two updates of random vectors, compiled and not: a miscompiled loop is not used
+        generator = torch.Generator().manual_seed(0)
+        start = [torch.randn(size, generator=generator) for _ in range(4)]
+        args = (self.momentum, self.kappa, self.max_scale, self.eps)
+        runs = []
+        for fn in (gem_update, fused):
+            central, proxy, seen, update = (t.clone() for t in start)
+            try:
+                for _ in range(2):
+                    fn(central, proxy, seen, update, *args)
+            except Exception as exc:  # no compiler, an unsupported platform
+                return exc
+            runs.append((central, proxy, seen))
+        for plain, compiled in zip(*runs, strict=True):
+            if not torch.allclose(plain, compiled, rtol=1e-4, atol=1e-5):
+                return RuntimeError("the compiled update disagrees with the plain one")
         self._fused = fused
         return None
 
