@@ -53,12 +53,13 @@ def test_gem_never_amplifies_beyond_its_clip():
     assert rule.last_scale == 5.0
 
 
-@pytest.mark.skipif(
-    not (shutil.which("c++") or shutil.which("g++")), reason="compiling needs a C++ compiler"
-)
 def test_gem_compiled_into_one_loop_updates_as_the_plain_rule():
     plain, fused = Gem(momentum=0.9, kappa=2.0), Gem(momentum=0.9, kappa=2.0)
-    assert fused.fuse(1000) is None
+    failed = fused.fuse(1000)
+    if shutil.which("c++") or shutil.which("g++"):  # it compiles where a compiler is at hand
+        assert failed is None and fused._fused is not None
+    else:  # elsewhere the plain rule stays, and the comparison below holds all the same
+        assert failed is not None and fused._fused is None
     torch.manual_seed(0)
     start = torch.randn(1000)
     a, b = start.clone(), start.clone()

@@ -191,9 +191,10 @@ class _Client:
         self.reply = slot.reply if slot is not None else torch.zeros(size)
         self.notice = np.zeros(1, dtype=np.int64)  # that the reply is in the slot
 
-    def receive(self, into: torch.Tensor, what: str, timeout_s: float | None = None) -> None:
+    def receive(self, into: torch.Tensor, what: str, startup_s: float | None = None) -> None:
+        """One message from the server, within timeout_s (or `startup_s` while it starts)."""
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
-        wait_all([request], timeout_s or self.timeout_s, lambda: self.silent(what, timeout_s))
+        wait_all([request], startup_s or self.timeout_s, lambda: self.silent(what, startup_s))
 
     def exchange(
         self, kind: int, step: int, wait: str = "poll", clock: tuple[float, float] | None = None
