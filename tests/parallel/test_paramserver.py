@@ -15,20 +15,30 @@ from scaletrain.train.checkpoint import load_checkpoint
 
 def test_downpour_adds_the_update_and_the_worker_continues_from_the_centre():
     rule, central = Downpour(), torch.tensor([1.0, 2.0])
-    local, pulled, payload = torch.tensor([1.5, 1.0]), torch.tensor([1.0, 2.0]), torch.zeros(2)
-    rule.payload(local, pulled, payload)
-    rule.apply(central, 0, payload)
-    assert central.tolist() == [1.5, 1.0]
-    rule.merge(local, central)
+    # the worker pulled [0.5, 2.5] and trained to [1.5, 1.0]: its update is [1.0, -1.5]
+    local, reply = torch.tensor([1.5, 1.0]), torch.tensor([0.5, 2.5])
+    rule.apply(central, 0, local, reply)
+    assert central.tolist() == [2.0, 0.5]
+    assert reply.tolist() == central.tolist()  # the reply is the new centre
+    rule.merge(local, reply)
     assert local.tolist() == central.tolist()
+
+
+def test_downpour_works_block_by_block_over_a_vector_of_several_blocks():
+    from scaletrain.parallel.rules import BLOCK
+
+    torch.manual_seed(0)
+    central, sent, reply = (torch.randn(2 * BLOCK + 3) for _ in range(3))
+    expected = central + (sent - reply)
+    Downpour().apply(central, 0, sent, reply)
+    assert torch.equal(central, expected) and torch.equal(reply, expected)
 
 
 def test_easgd_moves_worker_and_centre_towards_each_other_keeping_their_sum():
     rule = Easgd(alpha=0.25)
-    local, central, payload = torch.tensor([4.0]), torch.tensor([0.0]), torch.zeros(1)
-    rule.payload(local, torch.zeros(1), payload)
-    reply = central.clone()  # easgd replies with the centre before its move
-    rule.apply(central, 0, payload)
+    local, central, reply = torch.tensor([4.0]), torch.tensor([0.0]), torch.tensor([7.0])
+    rule.apply(central, 0, local, reply)
+    assert reply.item() == 0.0  # easgd replies with the centre before its move
     rule.merge(local, reply)
     assert central.item() == 1.0 and local.item() == 3.0
 
@@ -47,9 +57,9 @@ def test_gem_rescales_updates_to_the_energy_of_a_momentum_proxy():
 
 def test_gem_never_amplifies_beyond_its_clip():
     rule = Gem(momentum=0.99, kappa=10.0)
-    central, u = torch.zeros(2), torch.ones(2)
+    central, reply = torch.zeros(2), torch.zeros(2)
     for _ in range(20):
-        rule.apply(central, 0, u)
+        rule.apply(central, 0, reply + 1.0, reply)  # an update of ones from the last reply
     assert rule.last_scale == 5.0
 
 
@@ -63,11 +73,13 @@ def test_gem_compiled_into_one_loop_updates_as_the_plain_rule():
     torch.manual_seed(0)
     start = torch.randn(1000)
     a, b = start.clone(), start.clone()
+    replies = {(rule, c): start.clone() for rule in ("plain", "fused") for c in (0, 1)}
     for i in range(8):  # two workers, each update rescaled by its own proxy
-        update = 0.1 * torch.randn(1000)
-        plain.apply(a, i % 2, update)
-        fused.apply(b, i % 2, update)
+        c, update = i % 2, 0.1 * torch.randn(1000)
+        plain.apply(a, c, replies["plain", c] + update, replies["plain", c])
+        fused.apply(b, c, replies["fused", c] + update, replies["fused", c])
         assert fused.last_scale == pytest.approx(plain.last_scale, rel=1e-5)
+        assert torch.equal(replies["plain", c], a) and torch.equal(replies["fused", c], b)
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     for client in (0, 1):
         assert torch.allclose(plain._seen[client], fused._seen[client], rtol=1e-5, atol=1e-6)

@@ -4,8 +4,12 @@ Every model of the task (both of a GAN) lives in one flat float32 vector: parame
 then floating buffers, with the modules' tensors rebound as views into it, so a message is
 that vector's memory, sent with non-blocking Isend/Irecv (no pickling). One exchange:
 
-    worker -> server   header [kind, step, spent, elapsed] (int64), payload (float32, the rule's)
+    worker -> server   header [kind, step, spent, elapsed] (int64), payload (float32): its
+                       parameters and buffers as they are
     server -> worker   reply (float32): the central variable
+
+The server keeps what it last replied to each worker, from which it works out the worker's
+update (`rules.py`): the worker makes no pass over its parameters for it.
 
 A client whose server runs on its node writes the payload into shared memory and reads the
 reply there (`shm.py`, parallel.shared_memory): only the header and a one-number notice of
@@ -305,9 +309,7 @@ class ParamServerWorker(AllReduceStrategy):
         self._client = _Client(
             self.channel, self.world.rank, self.server, size, self.cfg.timeout_s, slot
         )
-        self.pulled = torch.zeros(size)
-        if self._thread is not None:  # the parameters as sent; what to add when the reply is in
-            self.sent = torch.zeros(self.state.n_params)
+        if self._thread is not None:  # what to add when the reply is in
             self.correction = torch.zeros(self.state.n_params)
         # on the CPU the exchange thread adds the correction while copying the parameters it
         # sends, into a spare flat tensor that the models move onto before their optimizers
@@ -322,7 +324,6 @@ class ParamServerWorker(AllReduceStrategy):
             allowance = max(self.cfg.timeout_s, self.cfg.startup_timeout_s)
             self._client.receive(self.state.host, "initial weights", allowance)
         self._share()
-        self.pulled.copy_(self.state.host)
 
     def _share(self) -> None:
         """The lead's weights to the other processes of the replica, then onto the device."""
@@ -392,7 +393,7 @@ class ParamServerWorker(AllReduceStrategy):
                     host[:n] += self.correction
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
-            client.payload[n:] = host[n:]
+            client.payload[n:] = host[n:]  # (the parameters: below, or the exchange thread)
             now = time.perf_counter()
             clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
@@ -400,10 +401,9 @@ class ParamServerWorker(AllReduceStrategy):
                 round_trip = self._thread.submit(self._round_trip, kind, step, clock)
                 self._in_flight = (round_trip, step)
             else:
-                self.rule.payload(host[:n], self.pulled[:n], client.payload[:n])
+                client.payload[:n] = host[:n]
                 reply = client.exchange(kind, step, clock=clock)
                 self.rule.merge(host[:n], reply[:n])
-                self._keep_reply()
             self._closed = kind == DONE
         self._share()
         self._spent += time.perf_counter() - start
@@ -420,35 +420,24 @@ class ParamServerWorker(AllReduceStrategy):
         self._in_flight = None
 
     def _round_trip(self, kind: int, step: int, clock: tuple[float, float]) -> None:
-        """The exchange thread's part: a copy of the parameters (taken while the training
-        thread's next forward and backward only read them; on the CPU with the last
-        correction added, also into the spare), the payload, then the reply, waited for in
-        MPI (no GIL held: the training thread runs on undisturbed), and the correction."""
+        """The exchange thread's part: the parameters copied into the payload (while the
+        training thread's next forward and backward only read them; on the CPU with the last
+        correction added, and also into the spare), then the reply, waited for in MPI (no GIL
+        held: the training thread runs on undisturbed), and the correction."""
         assert self._client is not None
-        n, client = self.state.n_params, self._client
+        n, sent = self.state.n_params, self._client.payload[: self.state.n_params]
         try:
             if self._rebinding:  # the weights with the last correction, as sent and as trained on
                 assert self.state.spare is not None
-                torch.add(self.state.host[:n], self.correction, out=self.sent)
-                self.state.spare[:n] = self.sent
+                torch.add(self.state.host[:n], self.correction, out=sent)
+                self.state.spare[:n] = sent
             else:
-                self.sent.copy_(self.state.host[:n])
+                sent.copy_(self.state.host[:n])
         finally:
             self._copied.set()
-        self.rule.payload(self.sent, self.pulled[:n], client.payload[:n])
-        reply = client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
-        self.rule.correction(reply[:n], self.sent, self.correction)
-        self._keep_reply()
-
-    def _keep_reply(self) -> None:
-        """The reply becomes `pulled`, without a copy: in a slot the server writes the next
-        one only after our next update; else the next one lands in the old `pulled`."""
-        client = self._client
-        assert client is not None
-        if client.slot is not None:
-            self.pulled = client.reply
-        else:
-            self.pulled, client.reply = client.reply, self.pulled
+        reply = self._client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
+        # the payload is as sent: the server only reads it, the next one is written later
+        self.rule.correction(reply[:n], sent, self.correction)
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
@@ -523,7 +512,6 @@ class ParamServer(Strategy):
             )
             self._up.receive(self.central, "initial weights")
             self.state.from_host()
-        self.pulled_up = self.central.clone()
         self.payload = torch.zeros(size)
         self.shared = {c: self._slots.slot(c) for c in self.clients}
         # what each client was last sent: in its slot where it has one
@@ -543,6 +531,8 @@ class ParamServer(Strategy):
                     flush=True,
                 )
         initial = self.central.clone()
+        for reply in self.replies.values():  # what each client was last sent
+            reply.copy_(initial)
         requests = [
             self.channel.Isend(initial.numpy(), dest=c, tag=TAG_REPLY) for c in self.clients
         ]
@@ -631,14 +621,10 @@ class ParamServer(Strategy):
             reply = self.replies[c]
             if c in sends:
                 sends.pop(c).Wait()  # long complete: the worker received it before sending
-            if self.rule.reply_before_apply:
-                reply.copy_(self.central)
             n = self.state.n_params
-            self.rule.apply(self.central[:n], c, payload[:n])
-            self.central[n:] = payload[n:]
+            self.rule.apply(self.central[:n], c, payload[:n], reply[:n])  # and the reply
+            self.central[n:] = reply[n:] = payload[n:]
             self.version += 1
-            if not self.rule.reply_before_apply:
-                reply.copy_(self.central)
             if slot is not None:  # the reply is in its slot: say so
                 slot.publish()
                 sends[c] = comm.Isend(self.notice, dest=c, tag=TAG_REPLY)
@@ -683,14 +669,11 @@ class ParamServer(Strategy):
             self._slots.close()
 
     def _forward(self, kind: int, step: int) -> None:
-        """A sub-master's change since its last pull to the top master; its central back."""
+        """A sub-master's central to the top master (which adds its change since the last
+        reply); the top's central back."""
         assert self._up is not None
-        n = self.state.n_params
-        torch.sub(self.central[:n], self.pulled_up[:n], out=self._up.payload[:n])
-        self._up.payload[n:] = self.central[n:]
-        reply = self._up.exchange(kind, step)
-        self.central.copy_(reply)
-        self.pulled_up.copy_(reply)
+        self._up.payload.copy_(self.central)
+        self.central.copy_(self._up.exchange(kind, step))
 
     def _lose(
         self,
