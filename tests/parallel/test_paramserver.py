@@ -310,3 +310,18 @@ def test_a_worker_slow_to_its_first_update_is_waited_for(class_overrides, tmp_pa
     assert results["grace"]["metrics"]["ps/updates"] > 0
     error = results["no-grace"]["error"]
     assert "no first update from rank 2 within 2 s (parallel.startup_timeout_s)" in error, error
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_an_exchange_thread_waiting_for_a_silent_server_can_be_woken(tmp_path):
+    """A worker that gave up on its server (in a study, the next trial goes on) stops its
+    exchange thread's wait instead of leaving it in MPI for good."""
+    out = tmp_path / "seen.json"
+    proc = mpirun(2, [str(Path(__file__).with_name("_wake_check.py")), str(out)])
+    seen = json.loads(out.read_text())
+    assert proc.returncode == 0, (seen, proc.stderr[-3000:])
+    assert seen["answered"] == 3.0  # an answered exchange goes through the same wait
+    for wait in ("spin", "sleep"):
+        assert seen[f"{wait} waiting"], seen
+        assert "exchange with parameter server rank 0 abandoned" in seen[f"{wait} woken"], seen

@@ -32,6 +32,7 @@ master adds it), receiving the top central variable back.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
 
 TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
+TAG_WAKE = 104  # to a client itself: its exchange thread stops waiting (_Client.wake)
 # Some MPI libraries (Open MPI over shared memory without a single-copy mechanism) move a
 # large message in fragments and advance them only inside MPI calls, on both sides: every
 # poll moves one fragment. So while a message of ours is travelling we poll without pausing
@@ -194,6 +196,11 @@ class _Client:
         self.payload = slot.payload if slot is not None else torch.zeros(size)
         self.reply = slot.reply if slot is not None else torch.zeros(size)
         self.notice = np.zeros(1, dtype=np.int64)  # that the reply is in the slot
+        # a receive from ourselves that the exchange thread waits on beside its exchange:
+        # wake() completes it (posted at the first exchange, kept across exchanges)
+        self._wake: Any = None
+        self._wake_buffer = np.zeros(1, dtype=np.int64)
+        self._wake_signal = np.ones(1, dtype=np.int64)  # kept: MPI may read it later
 
     def receive(self, into: torch.Tensor, what: str, startup_s: float | None = None) -> None:
         """One message from the server, within timeout_s (or `startup_s` while it starts)."""
@@ -208,7 +215,6 @@ class _Client:
         thread, whose caller keeps the deadline); sleep (like spin, but the master's work is
         waited for in short sleeps, probing for its reply). `clock`: the sender's seconds on
         exchanges and since it began (None: not a worker)."""
-        from mpi4py import MPI
 
         spent, elapsed = (-1, -1) if clock is None else (round(t * 1e6) for t in clock)
         self.header[:] = (kind, step, spent, elapsed)
@@ -221,20 +227,57 @@ class _Client:
         else:
             requests.append(self.comm.Isend(self.payload.numpy(), self.server, TAG_PAYLOAD))
         requests.append(self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER))
+        if wait == "poll":
+            wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
+        else:
+            self._wait_unless_woken(requests, receives=0 if wait == "sleep" else 1)
         if wait == "sleep":
-            MPI.Request.Waitall(requests)
             pause = REPLY_PAUSE
             while not self.comm.Iprobe(source=self.server, tag=TAG_REPLY):
+                if self._wake.Test():
+                    self._woken([], 0)
                 time.sleep(pause)
                 pause = min(2 * pause, REPLY_MAX_PAUSE)
             self.comm.Irecv(into, source=self.server, tag=TAG_REPLY).Wait()
-        elif wait == "spin":
-            MPI.Request.Waitall(requests)
-        else:
-            wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
         if self.slot is not None:
             self.slot.observe()
         return self.reply
+
+    def _wait_unless_woken(self, requests: list[Any], receives: int) -> None:
+        """Complete `requests` (the first `receives` of them receives) in MPI_Waitany (no GIL
+        held while MPI waits), unless wake() is called first: then TrainingError."""
+        from mpi4py import MPI
+
+        if self._wake is None:
+            self._wake = self.comm.Irecv(self._wake_buffer, source=self.me, tag=TAG_WAKE)
+        waiting = [*requests, self._wake]
+        while any(r != MPI.REQUEST_NULL for r in requests):
+            if MPI.Request.Waitany(waiting) == len(requests):
+                self._woken(requests, receives)
+
+    def _woken(self, requests: list[Any], receives: int) -> None:
+        """Give the exchange up: its receives cancelled (the server may never answer them),
+        its sends left to complete on their own (cancelling a send is not to be relied on)."""
+        from mpi4py import MPI
+
+        self._wake = None
+        for i, request in enumerate(requests):
+            if request != MPI.REQUEST_NULL:
+                if i < receives:
+                    request.Cancel()
+                request.Free()
+        raise TrainingError(f"exchange with parameter server rank {self.server} abandoned")
+
+    def wake(self) -> None:
+        """From another thread: end the exchange thread's wait (see _wait_unless_woken)."""
+        self.comm.Isend(self._wake_signal, dest=self.me, tag=TAG_WAKE).Free()
+
+    def close(self) -> None:
+        """Withdraw the wake-up receive (the exchange thread must not be waiting)."""
+        if self._wake is not None:
+            self._wake.Cancel()
+            self._wake.Wait()
+            self._wake = None
 
     def silent(self, what: str, startup_s: float | None = None) -> str:
         # the CLI prefixes "error: rank R:" (this rank)
@@ -410,7 +453,8 @@ class ParamServerWorker(AllReduceStrategy):
 
     def _finish_round_trip(self) -> None:
         """Wait for the exchange thread's round trip, at most parallel.timeout_s from now.
-        A server silent for longer ends the job (the CLI's MPI_Abort), the thread with it."""
+        A server silent for longer ends the job (the CLI's MPI_Abort), the thread with it;
+        where the process goes on (a study's next trial), close() wakes the thread."""
         assert self._in_flight is not None and self._client is not None
         round_trip, step = self._in_flight
         try:
@@ -443,8 +487,17 @@ class ParamServerWorker(AllReduceStrategy):
         if not self._closed and self._client is not None:
             self._closed = True
             self._exchange(DONE, self._step)  # the last update in, the final central out
+        if self._in_flight is not None and not self._in_flight[0].done():
+            # a round trip given up on (its server silent): its thread stops waiting for it
+            assert self._client is not None
+            self._client.wake()
+            with contextlib.suppress(Exception):
+                self._in_flight[0].exception(timeout=self._client.timeout_s)
+            self._in_flight = None
         if self._thread is not None:
             self._thread.shutdown(wait=False)
+        if self._client is not None:
+            self._client.close()
         if self._slots is not None:
             self._slots.close()
         super().close()
