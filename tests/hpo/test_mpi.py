@@ -86,3 +86,20 @@ def test_a_layout_that_does_not_fill_np_fails_before_launch(search_config, capsy
 def test_groups_without_mpi_ask_for_np(search_config, capsys):
     assert main(["optimize", str(search_config()), "--groups", "2"]) == 2
     assert "--np" in capsys.readouterr().err
+
+
+def test_trials_trained_by_a_parameter_server_and_its_workers(search_config, tmp_path):
+    path = search_config({
+        "parallel": {"mode": "downpour"},
+        "search": {"trials": 2, "sampler": "random", "seed": 1, "params": {
+            "optim.lr": {"low": 0.01, "high": 0.2, "log": True}}},
+    })  # fmt: skip
+    proc = optimize_mpi(4, [str(path), "--masters", "1", "--workers", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "masters=1 workers=2" in proc.stdout + proc.stderr  # the layout table
+    study = load_study(tmp_path / "study")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for trial in study.trials:  # reported by the master, which validates the central model
+        assert trial.value is not None and trial.value < 1.0
+        provenance = tmp_path / "study" / "trials" / f"{trial.number:04d}" / "provenance.json"
+        assert '"downpour"' in provenance.read_text()

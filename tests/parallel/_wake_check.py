@@ -32,7 +32,7 @@ if comm.rank == 0:
     sys.exit(0)
 
 seen = {}
-client = _Client(comm, 1, 0, SIZE, timeout_s=1.0, slot=None)
+client = _Client(comm, 1, 0, SIZE, timeout_s=1.0, slot=None, wakeable=True)
 thread = ThreadPoolExecutor(1)
 client.payload.fill_(2.0)
 seen["answered"] = thread.submit(client.exchange, 0, 1, "spin").result(timeout=30)[0].item()
