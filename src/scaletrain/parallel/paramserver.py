@@ -502,13 +502,13 @@ class ParamServerWorker(AllReduceStrategy):
         if not self._closed and self._client is not None:
             self._closed = True
             self._exchange(DONE, self._step)  # the last update in, the final central out
-        if self._in_flight is not None and not self._in_flight[0].done():
+        client, in_flight = self._client, self._in_flight
+        if client is not None and client.wakeable and in_flight and not in_flight[0].done():
             # a round trip given up on (its server silent): its thread stops waiting for it
-            # (else the job ends, the thread with it)
-            assert self._client is not None and self._client.wakeable
-            self._client.wake()
+            # (where the client is not wakeable, the job ends, the thread with it)
+            client.wake()
             with contextlib.suppress(Exception):
-                self._in_flight[0].exception(timeout=self._client.timeout_s)
+                in_flight[0].exception(timeout=client.timeout_s)
             self._in_flight = None
         if self._thread is not None:
             self._thread.shutdown(wait=False)
