@@ -20,6 +20,7 @@ from scaletrain.bench.scaling import (
     StepTimer,
     _median,
     base_config,
+    cells,
     check_targets,
     derive,
     markdown,
@@ -248,6 +249,8 @@ def test_a_worker_paired_with_its_own_plain_loop_is_judged_on_that_ratio():
     ]
     row, device = _median(runs)
     assert device == {"run": 1} and row.repeats_vs_own == [0.99, 0.96, 0.90]
+    # the table gives the median and the runs' range
+    assert "96.0% (90.0%–99.0%)" in cells(row)
 
 
 def test_each_run_gets_enough_rows_for_its_training_processes():

@@ -688,7 +688,10 @@ def cells(row: ScalingRow) -> list[str]:
             value = mode_label(row)
         if attr == "target" and row.note:
             value = row.note
-        out.append("—" if value is None or value == "" else fmt.format(value))
+        text = "—" if value is None or value == "" else fmt.format(value)
+        if attr == "per_worker_vs_own" and len(row.repeats_vs_own) > 1:  # the runs' spread
+            text += f" ({min(row.repeats_vs_own):.1%}–{max(row.repeats_vs_own):.1%})"
+        out.append(text)
     return out
 
 
