@@ -103,3 +103,43 @@ def test_trials_trained_by_a_parameter_server_and_its_workers(search_config, tmp
         assert trial.value is not None and trial.value < 1.0
         provenance = tmp_path / "study" / "trials" / f"{trial.number:04d}" / "provenance.json"
         assert '"downpour"' in provenance.read_text()
+
+
+FAIL_ONCE = '''
+import os
+from pathlib import Path
+
+import torch
+
+
+def metric(outputs, batch):
+    """Fails the first validation of the study (the master's: workers do not validate)."""
+    marker = Path(os.environ["FAIL_ONCE_MARKER"])
+    if not torch.is_grad_enabled() and not marker.exists():
+        marker.touch()
+        raise RuntimeError("validation failed once")
+    return 0.0
+'''
+
+
+def test_a_trial_whose_master_fails_frees_its_workers_for_the_next(
+    search_config, tmp_path, monkeypatch
+):
+    """The master of trial 0 fails in its first validation; its workers give it up after
+    parallel.timeout_s, trial 1 trains, and every process ends. (That their exchange threads
+    are woken rather than left waiting in MPI, which the job's end hides, is checked by
+    tests/parallel/test_paramserver.py -k woken.)"""
+    (tmp_path / "failonce.py").write_text(FAIL_ONCE)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("FAIL_ONCE_MARKER", str(tmp_path / "failed"))
+    path = search_config({
+        "parallel": {"mode": "downpour", "timeout_s": 3},
+        "supervised": {"target": "pdg", "metrics": ["failonce:metric"]},
+        "search": {"trials": 2, "sampler": "random", "seed": 1, "params": {
+            "optim.lr": {"low": 0.01, "high": 0.2, "log": True}}},
+    })  # fmt: skip
+    proc = optimize_mpi(4, [str(path), "--masters", "1", "--workers", "2"], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load_study(tmp_path / "study")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "validation failed once" in study.trials[0].user_attrs["error"]
