@@ -70,10 +70,15 @@ UPDATE, DONE = 0, 1
 
 
 def wait_all(
-    requests: list[Any], timeout_s: float, missing: Callable[[], str], spin_s: float = SPIN_S
+    requests: list[Any],
+    timeout_s: float,
+    missing: Callable[[], str],
+    spin_s: float = SPIN_S,
+    receives: int = 0,
 ) -> None:
-    """Complete MPI requests, polling (MPI's Wait spins a core): without pauses for the first
-    spin_s seconds, then with growing sleeps; raise TrainingError(missing()) on timeout."""
+    """Complete MPI requests (the first `receives` of them receives), polling (MPI's Wait
+    spins a core): without pauses for the first spin_s seconds, then with growing sleeps; on
+    timeout give them up (give_up) and raise TrainingError(missing())."""
     from mpi4py import MPI
 
     start = time.monotonic()
@@ -82,15 +87,26 @@ def wait_all(
     while not MPI.Request.Testall(requests):
         now = time.monotonic()
         if now > deadline:
-            for request in requests:
-                if request != MPI.REQUEST_NULL:
-                    request.Cancel()
+            give_up(requests, receives)
             raise TrainingError(missing())
         if now < spin_until:
             time.sleep(0)  # lets the training thread have the GIL between polls
             continue
         time.sleep(pause)
         pause = min(pause * 2, MAX_PAUSE)
+
+
+def give_up(requests: list[Any], receives: int) -> None:
+    """Abandon MPI requests whose peer may never answer: the receives (the first `receives`)
+    cancelled, the sends left to complete on their own (cancelling a large send crashes
+    MPICH), all freed."""
+    from mpi4py import MPI
+
+    for i, request in enumerate(requests):
+        if request != MPI.REQUEST_NULL:
+            if i < receives:
+                request.Cancel()
+            request.Free()
 
 
 class FlatState:
@@ -216,7 +232,8 @@ class _Client:
     def receive(self, into: torch.Tensor, what: str, startup_s: float | None = None) -> None:
         """One message from the server, within timeout_s (or `startup_s` while it starts)."""
         request = self.comm.Irecv(into.numpy(), source=self.server, tag=TAG_REPLY)
-        wait_all([request], startup_s or self.timeout_s, lambda: self.silent(what, startup_s))
+        allowance = startup_s or self.timeout_s
+        wait_all([request], allowance, lambda: self.silent(what, startup_s), receives=1)
 
     def exchange(
         self, kind: int, step: int, wait: str = "poll", clock: tuple[float, float] | None = None
@@ -240,7 +257,9 @@ class _Client:
             requests.append(self.comm.Isend(self.payload.numpy(), self.server, TAG_PAYLOAD))
         requests.append(self.comm.Isend(self.header, dest=self.server, tag=TAG_HEADER))
         if wait == "poll":
-            wait_all(requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"))
+            wait_all(
+                requests, self.timeout_s, lambda: self.silent(f"reply at step {step}"), receives=1
+            )
         elif self.wakeable:
             self._wait_unless_woken(requests, receives=0 if wait == "sleep" else 1)
         else:
@@ -270,16 +289,8 @@ class _Client:
                 self._woken(requests, receives)
 
     def _woken(self, requests: list[Any], receives: int) -> None:
-        """Give the exchange up: its receives cancelled (the server may never answer them),
-        its sends left to complete on their own (cancelling a send is not to be relied on)."""
-        from mpi4py import MPI
-
         self._wake = None
-        for i, request in enumerate(requests):
-            if request != MPI.REQUEST_NULL:
-                if i < receives:
-                    request.Cancel()
-                request.Free()
+        give_up(requests, receives)
         raise TrainingError(f"exchange with parameter server rank {self.server} abandoned")
 
     def wake(self) -> None:
@@ -678,7 +689,7 @@ class ParamServer(Strategy):
                 try:
                     wait_all(  # the header is in, the payload on its way: spin until it is
                         [request], timeout, lambda c=c: self._silent([c], "update payload"),
-                        timeout,
+                        timeout, receives=1,
                     )  # fmt: skip
                 except TrainingError:
                     if self.cfg.on_worker_loss == "abort":
