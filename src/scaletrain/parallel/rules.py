@@ -91,8 +91,10 @@ class Gem:
     name = "gem"
     _proxy: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _seen: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
-    _scratch: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    # scratch vectors (_room): the update, pi and a temporary
     _update: torch.Tensor | None = field(default=None, repr=False)
+    _pi: torch.Tensor | None = field(default=None, repr=False)
+    _tmp: torch.Tensor | None = field(default=None, repr=False)
     _fused: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
     _mean: torch.Tensor | None = field(default=None, repr=False)  # of the last fused pi
 
@@ -133,9 +135,9 @@ class Gem:
         In place, in two scratch vectors: the master runs this for every update it receives,
         and fresh temporaries of the model's size cost more than the arithmetic."""
         proxy, seen = self._state(central, client)
-        if self._scratch is None or self._scratch[0].shape != update.shape:
-            self._scratch = (torch.empty_like(update), torch.empty_like(update))
-        pi, tmp = self._scratch
+        n = update.numel()
+        pi = self._pi = _room(self._pi, n)[:n]
+        tmp = self._tmp = _room(self._tmp, n)[:n]
         torch.add(update, proxy, alpha=self.momentum, out=proxy)  # m <- mu m + u
         torch.sub(central, seen, out=tmp).abs_()  # |dc|
         torch.abs(proxy, out=pi).mul_(self.kappa).sub_(tmp)  # kappa |m| - |dc|
@@ -170,7 +172,7 @@ class Gem:
         """Mean pi of the last update (for logging; computed when asked, not per update)."""
         if self._mean is not None:
             return float(self._mean)
-        return float(self._scratch[0].mean()) if self._scratch is not None else 0.0
+        return float(self._pi.mean()) if self._pi is not None else 0.0
 
     merge = Downpour.merge
     correction = Downpour.correction
