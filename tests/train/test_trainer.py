@@ -72,6 +72,28 @@ def test_existing_run_is_never_clobbered(tiny_gan_config):
         train(tiny_gan_config("run.dir=/nonexistent/never"), resume=True)
 
 
+def test_logged_training_metrics_are_the_means_of_their_steps(tiny_gan_config):
+    trainer = Trainer(tiny_gan_config("train.epochs=1", "train.log_every=3"))
+    steps: list[dict[str, float]] = []
+    train_step = trainer.task.train_step
+
+    def recorded(batch, update):
+        out = train_step(batch, update)
+        steps.append({k: float(v) for k, v in out.items()})
+        return out
+
+    trainer.task.train_step = recorded
+    trainer.fit()
+    logged = [r for r in read_metrics(trainer.run_dir) if "train/d_loss" in r]
+    # 80 training showers, batch 8: logs after steps 3, 6, 9 and the epoch's last, 10
+    assert [r["step"] for r in logged] == [3, 6, 9, 10]
+    windows = [steps[0:3], steps[3:6], steps[6:9], steps[9:10]]
+    for record, window in zip(logged, windows, strict=True):
+        for key in ("d_loss", "g_loss"):
+            mean = sum(s[key] for s in window) / len(window)
+            assert record[f"train/{key}"] == pytest.approx(mean, rel=1e-5), (record["step"], key)
+
+
 def test_nonfinite_loss_stops_with_the_batch_named(tiny_gan_config):
     cfg = tiny_gan_config("gan.image_scale=.nan", "train.epochs=1")
     with pytest.raises(TrainingError, match="non-finite loss at epoch 0, batch 0"):

@@ -9,7 +9,7 @@ discriminator's labels are flipped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -43,7 +43,7 @@ class GanTask:
         self.optimizers = {
             name: make_optimizer(optim, m.parameters()) for name, m in models.items()
         }
-        self.autocast = autocast
+        self.autocast = autocast if autocast is not None else nullcontext()
         self.rng = torch.Generator(device=device)
         self.rng.manual_seed(seed)
 
@@ -69,18 +69,15 @@ class GanTask:
         flip = torch.rand(n, device=self.device, generator=self.rng) < self.cfg.label_flip
         return torch.where(flip, 1.0 - labels, labels)
 
-    def _ctx(self) -> AbstractContextManager:
-        return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
-
     # ------------------------------------------------------------------ steps
 
     def _discriminator_loss(self, real: torch.Tensor, energy: torch.Tensor) -> dict[str, Any]:
         w_bce, w_ep, _ = self.cfg.loss_weights
         n = real.shape[0]
         fake_energy = self.sample_energies(n)
-        with torch.no_grad(), self._ctx():
+        with torch.no_grad(), self.autocast:
             fake = self.generator(self.sample_latent(fake_energy))
-        with self._ctx():
+        with self.autocast:
             real_logit, real_ep = self.discriminator(real)
             fake_logit, fake_ep = self.discriminator(fake.detach())
         bce = 0.5 * (
@@ -97,7 +94,7 @@ class GanTask:
     def _generator_loss(self, n: int) -> dict[str, torch.Tensor]:
         w_bce, w_ep, w_ecal = self.cfg.loss_weights
         energy = self.sample_energies(n)
-        with self._ctx():
+        with self.autocast:
             fake = self.generator(self.sample_latent(energy))
             logit, ep = self.discriminator(fake)
         bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
@@ -147,7 +144,7 @@ class GanTask:
     @torch.no_grad()
     def generate(self, energy_gev: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """Showers (B, 25, 25, 25) in GeV for the requested primary energies."""
-        with self._ctx():
+        with self.autocast:
             images = self.generator(self.sample_latent(energy_gev.to(self.device), rng))
         return images.float().squeeze(1) / self.cfg.image_scale
 

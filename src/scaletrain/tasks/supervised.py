@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -34,16 +34,13 @@ class SupervisedTask:
         self.device = device
         self.models = models
         self.optimizers = {self.name: make_optimizer(optim, self.model.parameters())}
-        self.autocast = autocast
+        self.autocast = autocast if autocast is not None else nullcontext()
         self.class_of_pdg = {pdg: i for i, pdg in enumerate(cfg.classes)}
         # the user's functions (outputs, batch) -> scalar or dict: the loss, extra metrics
         self.user_loss = user_function(cfg.loss, "supervised.loss") if cfg.loss else None
         self.user_metrics = [
             user_function(spec, f"supervised.metrics[{i}]") for i, spec in enumerate(cfg.metrics)
         ]
-
-    def _ctx(self) -> AbstractContextManager:
-        return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
 
     def _inputs(self, batch: Batch) -> torch.Tensor:
         x = batch["x"] if "x" in batch else batch["ECAL"].unsqueeze(1)
@@ -64,7 +61,7 @@ class SupervisedTask:
             ) from None
 
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        with self._ctx():
+        with self.autocast:
             out = self.model(self._inputs(batch))
         if self.user_loss is not None or self.user_metrics:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -88,7 +85,7 @@ class SupervisedTask:
             return {"loss": loss, "energy_mape": mape(pred, target)}
         logits = (out["logits"] if isinstance(out, dict) else out).float()
         loss = F.cross_entropy(logits, target)
-        accuracy = (logits.argmax(dim=1) == target).float().mean()
+        accuracy = (logits.argmax(dim=1) == target).mean(dtype=torch.float32)
         return {"loss": loss, "accuracy": accuracy}
 
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:

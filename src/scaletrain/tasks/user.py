@@ -10,7 +10,7 @@ one seam where distribution strategies act.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,21 +104,18 @@ class UserGanTask:
         self.optimizers = {
             name: make_optimizer(optim, m.parameters()) for name, m in models.items()
         }
-        self.autocast = autocast
+        self.autocast = autocast if autocast is not None else nullcontext()
         wants = "(models, batch)"
         self.losses = {
             "discriminator": user_function(cfg.discriminator_loss, "gan.discriminator_loss", wants),
             "generator": user_function(cfg.generator_loss, "gan.generator_loss", wants),
         }
 
-    def _ctx(self) -> AbstractContextManager:
-        return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
-
     def _loss(self, name: str, batch: Batch) -> dict[str, torch.Tensor]:
         other = self.models["generator" if name == "discriminator" else "discriminator"]
         other.requires_grad_(False)
         try:
-            with self._ctx():
+            with self.autocast:
                 return call_user(self.losses[name], self.models, batch)
         finally:
             other.requires_grad_(True)

@@ -6,13 +6,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
+        self._file: TextIO | None = None  # opened at the first record, line-buffered
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -32,14 +33,18 @@ class MetricsLogger:
             **extra,
             **{k: _clean(v) for k, v in metrics.items()},
         }
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if self._file is None:
+            self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+        self._file.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._tb is not None:
             self._tb.close()
 

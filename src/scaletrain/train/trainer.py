@@ -139,7 +139,7 @@ class Trainer:
                 first = self.batch_in_epoch if epoch == start else 0
                 progress.start_epoch(epoch, cfg.epochs, per_epoch)
                 self._set_train(True)
-                running: dict[str, torch.Tensor] = {}
+                running: dict[str, list[Any]] = {}  # each metric's values since the last log
                 count = 0
                 batches = self.train_split.batches(
                     cfg.batch_size, epoch=epoch, shuffle=True, start_batch=first
@@ -154,9 +154,9 @@ class Trainer:
                     samples += cfg.batch_size
                     count += 1
                     for k, v in out.items():
-                        running[k] = running.get(k, 0.0) + v
+                        running.setdefault(k, []).append(v)
                     if self.step % cfg.log_every == 0 or i == per_epoch - 1:
-                        means = {f"train/{k}": float(v) / count for k, v in running.items()}
+                        means = {f"train/{k}": _total(vs) / count for k, vs in running.items()}
                         running, count = {}, 0
                         means = self.strategy.reduce_metrics(means)
                         self.metrics.log(self.step, epoch, means)
@@ -209,7 +209,7 @@ class Trainer:
 
         def update(name: str, loss: torch.Tensor) -> None:
             optimizer = self.task.optimizers[name]
-            if not torch.isfinite(loss):
+            if not math.isfinite(loss.item()):  # one call: cheaper than isfinite, then bool
                 self._nonfinite(name, epoch, batch_index, loss)
                 if on_nonfinite == "lower_lr":
                     for group in optimizer.param_groups:
@@ -361,6 +361,14 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _total(values: list[Any]) -> float:
+    """The sum of one metric's values since the last log, tensors in one reduction: an add
+    per step would cost, on the CPU, as much as a small layer's forward."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    rest = sum(float(v) for v in values if not isinstance(v, torch.Tensor))
+    return (float(torch.stack(tensors).sum()) if tensors else 0.0) + rest
 
 
 def _rng_state() -> dict[str, Any]:
