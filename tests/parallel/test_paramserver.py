@@ -34,6 +34,26 @@ def test_downpour_works_block_by_block_over_a_vector_of_several_blocks():
     assert torch.equal(central, expected) and torch.equal(reply, expected)
 
 
+@pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), None])
+def test_a_worker_refills_its_payload_and_spare_block_by_block(rule):
+    """Over 2 blocks + 3 floats the payload and the spare get the weights plus the reply's
+    correction (or the weights alone), as the whole-vector expression does; floats past `n`
+    (buffers) are left alone."""
+    from scaletrain.parallel.rules import BLOCK, refill
+
+    torch.manual_seed(0)
+    n = 2 * BLOCK + 3
+    local, reply, sent = (torch.randn(n + 2) for _ in range(3))
+    spare = torch.zeros(n + 2)
+    expected = local.clone()
+    if rule is not None:
+        rule.fold(local[:n], reply[:n], sent[:n], out=expected[:n])
+    tail = sent[n:].clone()
+    refill(rule, local, reply, sent, spare, n)
+    assert torch.equal(sent[:n], expected[:n]) and torch.equal(spare[:n], expected[:n])
+    assert torch.equal(sent[n:], tail) and spare[n:].eq(0).all()
+
+
 def test_easgd_moves_worker_and_centre_towards_each_other_keeping_their_sum():
     rule = Easgd(alpha=0.25)
     local, central, reply = torch.tensor([4.0]), torch.tensor([0.0]), torch.tensor([7.0])
@@ -276,16 +296,19 @@ def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides,
 
 
 @pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), Gem()])
-def test_an_overlapped_exchange_keeps_the_steps_trained_while_it_travelled(rule):
-    """Adding the correction to weights trained on after sending equals merging at send time
-    and then training the same steps."""
-    sent, reply = torch.tensor([4.0, -1.0]), torch.tensor([1.0, 2.0])
-    trained = torch.tensor([0.5, -0.25])  # the steps taken while the reply travelled
+@pytest.mark.parametrize("into", ["local", "sent", "other"])
+def test_an_overlapped_exchange_keeps_the_steps_trained_while_it_travelled(rule, into):
+    """Folding the reply into weights trained on after sending equals merging at send time
+    and then training the same steps, whether the result overwrites the weights, the sent
+    vector (both read before written) or goes elsewhere."""
+    sent, reply = torch.tensor([4.0, -1.0, 3.0]), torch.tensor([1.0, 2.0, -2.0])
+    trained = torch.tensor([0.5, -0.25, 0.125])  # the steps taken while the reply travelled
     at_send = sent.clone()
     rule.merge(at_send, reply)
-    correction = torch.zeros(2)
-    rule.correction(reply, sent, correction)
-    assert torch.allclose(sent + trained + correction, at_send + trained)
+    local = sent + trained
+    out = {"local": local, "sent": sent, "other": torch.zeros(3)}[into]
+    rule.fold(local, reply, sent, out=out)
+    assert torch.allclose(out, at_send + trained)
 
 
 @pytest.mark.mpi

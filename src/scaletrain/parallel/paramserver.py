@@ -49,7 +49,7 @@ from scaletrain.config import ParallelConfig
 from scaletrain.errors import ConfigError, TrainingError
 from scaletrain.parallel.allreduce import AllReduceStrategy
 from scaletrain.parallel.layout import Layout
-from scaletrain.parallel.rules import Downpour, Gem, Rule, make_rule
+from scaletrain.parallel.rules import Downpour, Gem, Rule, make_rule, refill
 from scaletrain.parallel.shm import NodeSlots, Slot
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
@@ -378,11 +378,9 @@ class ParamServerWorker(AllReduceStrategy):
             self.channel, self.world.rank, self.server, size, self.cfg.timeout_s, slot,
             wakeable=not self.world.peer_loss_ends_job,
         )  # fmt: skip
-        if self._thread is not None:  # what to add when the reply is in
-            self.correction = torch.zeros(self.state.n_params)
-        # on the CPU the exchange thread adds the correction while copying the parameters it
-        # sends, into a spare flat tensor that the models move onto before their optimizers
-        # step: the training thread makes no pass over the parameters of its own
+        # on the CPU the exchange thread adds the last reply's correction while copying the
+        # parameters it sends, into a spare flat tensor that the models move onto before
+        # their optimizers step: the training thread makes no pass over the parameters
         self._rebinding = (
             self._thread is not None and self.lead and self.group_size == 1
             and self.state.host is self.state.flat
@@ -409,7 +407,7 @@ class ParamServerWorker(AllReduceStrategy):
 
     @property
     def _spare_filled(self) -> bool:
-        """The round trip in flight filled the spare (with the correction before it)."""
+        """The round trip in flight filled the spare (with the last correction)."""
         return self._rebinding and self._in_flight is not None
 
     def _wait_copied(self) -> float:
@@ -441,12 +439,12 @@ class ParamServerWorker(AllReduceStrategy):
         only while calls are in progress on both sides, which a training worker never makes).
         The thread also copies the parameters it sends (while the training thread's next
         forward and backward only read them: its optimizers wait for the copy in
-        after_backward) and computes the payload and the correction. On the CPU it adds the
-        last correction while copying, into a spare flat tensor that each model moves onto
-        before its optimizer steps (FlatState.rebind): the step after an exchange computes its
-        gradient on the weights without the correction, as if the reply had come a step
-        later, and the training thread makes no pass over the parameters. Elsewhere the
-        training thread adds the correction in."""
+        after_backward). The reply waits in its buffer until then: on the CPU the thread adds
+        its correction (Rule.fold) while copying, into a spare flat tensor that each model
+        moves onto before its optimizer steps (FlatState.rebind): the step after an exchange
+        computes its gradient on the weights without the correction, as if the reply had
+        come a step later, and the training thread makes no pass over the parameters.
+        Elsewhere the training thread adds the correction in."""
         assert self._client is not None
         start = time.perf_counter()
         self._wait_copied()
@@ -456,10 +454,12 @@ class ParamServerWorker(AllReduceStrategy):
         if self.lead:
             self._closed = True  # until it succeeds: no DONE exchange after a failed one
             host, n, client = self.state.host, self.state.n_params, self._client
-            if self._in_flight is not None:
+            fold = self._in_flight is not None  # a reply is in: its correction is due
+            if fold:
                 self._finish_round_trip()
-                if not self._rebinding or kind == DONE:  # else the next round trip adds it
-                    host[:n] += self.correction
+            if fold and (not self._rebinding or kind == DONE):  # else the next round trip
+                self.rule.fold(host[:n], client.reply[:n], client.payload[:n], out=host[:n])
+                fold = False
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
             client.payload[n:] = host[n:]  # (the parameters: below, or the exchange thread)
@@ -467,7 +467,7 @@ class ParamServerWorker(AllReduceStrategy):
             clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
                 self._copied.clear()
-                round_trip = self._thread.submit(self._round_trip, kind, step, clock)
+                round_trip = self._thread.submit(self._round_trip, kind, step, clock, fold)
                 self._in_flight = (round_trip, step)
             else:
                 client.payload[:n] = host[:n]
@@ -489,25 +489,30 @@ class ParamServerWorker(AllReduceStrategy):
             raise TrainingError(self._client.silent(f"reply at step {step}")) from None
         self._in_flight = None
 
-    def _round_trip(self, kind: int, step: int, clock: tuple[float, float]) -> None:
+    def _round_trip(self, kind: int, step: int, clock: tuple[float, float], fold: bool) -> None:
         """The exchange thread's part: the parameters copied into the payload (while the
-        training thread's next forward and backward only read them; on the CPU with the last
-        correction added, and also into the spare), then the reply, waited for in MPI (no GIL
-        held: the training thread runs on undisturbed), and the correction."""
+        training thread's next forward and backward only read them; on the CPU also into the
+        spare, with the last reply's correction if `fold`), then the reply, waited for in MPI
+        (no GIL held: the training thread runs on undisturbed). The reply stays in its buffer
+        until the next exchange folds it in."""
         assert self._client is not None
-        n, sent = self.state.n_params, self._client.payload[: self.state.n_params]
+        n = self.state.n_params
         try:
-            if self._rebinding:  # the weights with the last correction, as sent and as trained on
-                assert self.state.spare is not None
-                torch.add(self.state.host[:n], self.correction, out=sent)
-                self.state.spare[:n] = sent
+            if self._rebinding:
+                self._fill_spare(fold)
             else:
-                sent.copy_(self.state.host[:n])
+                self._client.payload[:n] = self.state.host[:n]
         finally:
             self._copied.set()
-        reply = self._client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
-        # the payload is as sent: the server only reads it, the next one is written later
-        self.rule.correction(reply[:n], sent, self.correction)
+        self._client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
+
+    def _fill_spare(self, fold: bool) -> None:
+        """The payload and the spare <- the weights, plus the last reply's correction if
+        `fold` (the payload still holds what was sent with it)."""
+        assert self._client is not None and self.state.spare is not None
+        client, state = self._client, self.state
+        refill(self.rule if fold else None, state.host, client.reply, client.payload, state.spare,
+               state.n_params)  # fmt: skip
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
