@@ -133,15 +133,19 @@ class FlatState:
         self.n_params = sum(p.numel() for _, p in params)
         device = tensors[0].device
         self.flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(device)
-        # per model: (parameter, None, offset) and (module, buffer name, offset)
-        self._places: dict[str, list[tuple[Any, str | None, int]]] = {n: [] for n in models}
+        # per model: (parameter, None, offset, shape) and (module, buffer name, offset, shape)
+        self._places: dict[str, list[tuple[Any, str | None, int, torch.Size]]] = {
+            n: [] for n in models
+        }
         offset = 0
         for name, p in params:
-            self._places[name].append((p, None, offset))
+            self._places[name].append((p, None, offset, p.shape))
             offset += p.numel()
         for name, module, key, b in buffers:
-            self._places[name].append((module, key, offset))
+            self._places[name].append((module, key, offset, b.shape))
             offset += b.numel()
+        # each flat tensor's views, per model (made once: a worker rebinds at every step)
+        self._views: dict[int, dict[str, list[torch.Tensor]]] = {}
         for name in models:
             self.rebind(name, self.flat, copy_buffers=False)
         self.host = self.flat if device.type == "cpu" else torch.empty_like(self.flat, device="cpu")
@@ -154,15 +158,24 @@ class FlatState:
 
     def rebind(self, name: str, into: torch.Tensor, copy_buffers: bool = True) -> None:
         """Point model `name`'s parameters and buffers at their places in `into`."""
-        for owner, key, offset in self._places[name]:
+        places = zip(self._places[name], self._views_of(into)[name], strict=True)
+        for (owner, key, *_), place in places:
             if key is None:
-                owner.data = into[offset : offset + owner.numel()].view_as(owner)
+                owner.data = place
                 continue
-            buffer = owner._buffers[key]
-            place = into[offset : offset + buffer.numel()].view_as(buffer)
             if copy_buffers:
-                place.copy_(buffer)
+                place.copy_(owner._buffers[key])
             owner._buffers[key] = place
+
+    def _views_of(self, into: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        views = self._views.get(into.data_ptr())
+        if views is None:
+            views = self._views[into.data_ptr()] = {
+                name: [into[offset : offset + shape.numel()].view(shape)
+                       for *_, offset, shape in places]
+                for name, places in self._places.items()
+            }  # fmt: skip
+        return views
 
     def move(self, name: str) -> None:
         """Model `name` onto the spare (once until the next flip)."""
@@ -462,7 +475,8 @@ class ParamServerWorker(AllReduceStrategy):
                 fold = False
             # buffers travel as they are and the worker keeps its own: a reply's are those
             # of an earlier send, and taking them would undo the steps since
-            client.payload[n:] = host[n:]  # (the parameters: below, or the exchange thread)
+            if host.numel() > n:  # (the parameters: below, or the exchange thread)
+                client.payload[n:] = host[n:]
             now = time.perf_counter()
             clock = (self._spent + now - start, now - self._began)
             if self._thread is not None and kind != DONE:
