@@ -509,24 +509,18 @@ class ParamServerWorker(AllReduceStrategy):
         spare, with the last reply's correction if `fold`), then the reply, waited for in MPI
         (no GIL held: the training thread runs on undisturbed). The reply stays in its buffer
         until the next exchange folds it in."""
-        assert self._client is not None
-        n = self.state.n_params
+        client, state, n = self._client, self.state, self.state.n_params
+        assert client is not None
         try:
-            if self._rebinding:
-                self._fill_spare(fold)
+            if self._rebinding:  # the payload still holds what was sent with the reply
+                assert state.spare is not None
+                rule = self.rule if fold else None
+                refill(rule, state.host, client.reply, client.payload, state.spare, n)
             else:
-                self._client.payload[:n] = self.state.host[:n]
+                client.payload[:n] = state.host[:n]
         finally:
             self._copied.set()
-        self._client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
-
-    def _fill_spare(self, fold: bool) -> None:
-        """The payload and the spare <- the weights, plus the last reply's correction if
-        `fold` (the payload still holds what was sent with it)."""
-        assert self._client is not None and self.state.spare is not None
-        client, state = self._client, self.state
-        refill(self.rule if fold else None, state.host, client.reply, client.payload, state.spare,
-               state.n_params)  # fmt: skip
+        client.exchange(kind, step, wait=self.cfg.reply_wait, clock=clock)
 
     def close(self) -> None:
         if not self._closed and self._client is not None:
