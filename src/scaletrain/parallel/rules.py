@@ -142,8 +142,8 @@ class Gem:
         and fresh temporaries of the model's size cost more than the arithmetic."""
         proxy, seen = self._state(central, client)
         n = update.numel()
-        pi = self._pi = _room(self._pi, n)[:n]
-        tmp = self._tmp = _room(self._tmp, n)[:n]
+        pi = self._pi = _room(self._pi, n)
+        tmp = self._tmp = _room(self._tmp, n)
         torch.add(update, proxy, alpha=self.momentum, out=proxy)  # m <- mu m + u
         torch.sub(central, seen, out=tmp).abs_()  # |dc|
         torch.abs(proxy, out=pi).mul_(self.kappa).sub_(tmp)  # kappa |m| - |dc|
@@ -168,7 +168,7 @@ class Gem:
             m, k, top = self.momentum, self.kappa, self.max_scale
             self._mean = self._fused(central, proxy, seen, sent, reply, m, k, top, self.eps)
             return
-        update = self._update = _room(self._update, central.numel())[: central.numel()]
+        update = self._update = _room(self._update, central.numel())
         torch.sub(sent, reply, out=update)
         central.addcmul_(self.scale(central, client, update), update)
         reply.copy_(central)
@@ -243,8 +243,8 @@ def refill(
 
 
 def _room(scratch: torch.Tensor | None, size: int) -> torch.Tensor:
-    """`scratch` if it holds `size` floats, else a new vector that does."""
-    return scratch if scratch is not None and scratch.numel() >= size else torch.empty(size)
+    """The first `size` floats of `scratch` if it holds them, else a new vector of `size`."""
+    return scratch[:size] if scratch is not None and scratch.numel() >= size else torch.empty(size)
 
 
 Rule = Downpour | Easgd | Gem
