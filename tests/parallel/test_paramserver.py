@@ -106,6 +106,40 @@ def test_gem_compiled_into_one_loop_updates_as_the_plain_rule():
         assert torch.allclose(plain._proxy[client], fused._proxy[client], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("user_setting", [None, False])
+def test_gem_compiles_unchecked_then_with_inductors_instruction_check(monkeypatch, user_setting):
+    """The first compile trusts the CPU's instruction list; one that fails is compiled again
+    with inductor's check (a compiler too old for the newest instructions), not given up.
+    A setting of the user's is kept, and compiled with once."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor import cpu_vec_isa
+
+    from scaletrain.parallel import rules
+
+    seen = []
+
+    def compile_(fn, **_):
+        def compiled(*args):
+            seen.append(inductor_config.cpp.vec_isa_ok)
+            if inductor_config.cpp.vec_isa_ok:  # instructions this compiler cannot build
+                raise RuntimeError("C++ compile error")
+            return fn(*args)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    cpu_vec_isa.valid_vec_isa_list()  # cached for the process
+    rule = rules.Gem()
+    with inductor_config.patch({"cpp.vec_isa_ok": user_setting}):
+        assert rule.fuse(100) is None and rule._fused is not None
+    if user_setting is None:
+        assert seen == [True, None, None]  # the failed call, then the two good ones
+        # the list made without the check is not kept for later compiles
+        assert cpu_vec_isa.valid_vec_isa_list.cache_info().currsize == 0
+    else:
+        assert seen == [False, False]
+
+
 def test_flat_state_makes_parameters_and_buffers_views_of_one_vector():
     models = {"b": nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), "a": nn.Linear(2, 1)}
     state = FlatState(models)

@@ -108,7 +108,25 @@ class Gem:
         """Run `apply` as one compiled loop over the parameters (`gem_update` under
         torch.compile: on the CPU it needs a C++ compiler), compiled now and checked against
         the uncompiled expressions on random vectors of `size`. Where compiling fails or the
-        two disagree, the error (and the plain rule stays)."""
+        two disagree, the error (and the plain rule stays).
+
+        First for the vector instructions the CPU lists, without inductor's check that the
+        compiler builds and loads them (a test program per instruction set, loaded by a new
+        Python process: 6 of the 11 s that compiling took on 2 cores, empty cache); only if
+        that fails, again with the check, which then picks instructions the compiler builds."""
+        import torch._dynamo
+        import torch._inductor.config as inductor_config
+
+        if inductor_config.cpp.vec_isa_ok is None:  # not set by the user (its variable)
+            failed = self._compile(size, {"cpp.vec_isa_ok": True})
+            _forget_vec_isa()  # later compiles in this process check as usual
+            if failed is None:
+                return None
+            torch._dynamo.reset()
+        return self._compile(size, {})
+
+    def _compile(self, size: int, settings: dict[str, object]) -> Exception | None:
+        """`fuse` once, with these inductor settings."""
         import torch._inductor.config as inductor_config
 
         fused = torch.compile(gem_update, dynamic=False)
@@ -122,7 +140,7 @@ class Gem:
             try:
                 # one small loop: no pool of compiling processes (by default one per core,
                 # each importing torch: 65 s against 54 s on a 16-core host, empty cache)
-                with inductor_config.patch(compile_threads=1):
+                with inductor_config.patch({"compile_threads": 1, **settings}):
                     for _ in range(2):
                         fn(central, proxy, seen, sent, reply, *args)
                         sent.add_(reply, alpha=0.5)  # the worker trained on from the reply
@@ -240,6 +258,16 @@ def refill(
         else:
             part_sent.copy_(part_local)
         spare[lo:hi].copy_(part_sent)
+
+
+def _forget_vec_isa() -> None:
+    """Drop inductor's list of usable vector instruction sets, cached for the process when it
+    was first needed (by Gem.fuse, unchecked), so that the next compile checks them."""
+    from torch._inductor import cpu_vec_isa
+
+    clear = getattr(cpu_vec_isa.valid_vec_isa_list, "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 def _room(scratch: torch.Tensor | None, size: int) -> torch.Tensor:
