@@ -24,17 +24,18 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scaletrain.config import GanConfig
 from scaletrain.models.fast_discriminator import FastDiscriminator
 from scaletrain.models.fast_generator import FastGenerator, supports
-from scaletrain.tasks.base import mape
-from scaletrain.tasks.gan import GanTask
-
-D_NAMES = ("d_loss", "d_bce", "d_energy_mape")
-G_NAMES = ("g_loss", "g_bce", "g_ecal_mape")
+from scaletrain.tasks.gan import (
+    D_NAMES,
+    G_NAMES,
+    GanTask,
+    discriminator_losses,
+    generator_losses,
+)
 
 
 class FastGanLosses:
@@ -87,35 +88,23 @@ class FastGanLosses:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
     def _d_loss(self, real: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        w_bce, w_ep, _ = self.cfg.loss_weights
         n = real.shape[0]
         fake_energy = self._energies(n)
         with self.autocast:
             with torch.no_grad():
                 fake = self.generator(self._latent(fake_energy))
-            real_logit, real_ep = self.discriminator(self._image(real))
-            fake_logit, fake_ep = self.discriminator(self._image(fake.detach()))
-        bce = 0.5 * (
-            F.binary_cross_entropy_with_logits(real_logit.float(), self._labels(1.0, n))
-            + F.binary_cross_entropy_with_logits(fake_logit.float(), self._labels(0.0, n))
-        )
-        scale = self.cfg.energy_scale
-        ep_err = 0.5 * (
-            mape(real_ep.float(), energy * scale) + mape(fake_ep.float(), fake_energy * scale)
-        )
-        return torch.stack([w_bce * bce + w_ep * ep_err, bce, ep_err])
+            on_real = self.discriminator(self._image(real))
+            on_fake = self.discriminator(self._image(fake.detach()))
+        labels = self._labels(1.0, n), self._labels(0.0, n)
+        losses = discriminator_losses(self.cfg, on_real, on_fake, energy, fake_energy, labels)
+        return torch.stack(losses)
 
     def _g_loss(self, n: int) -> torch.Tensor:
-        w_bce, w_ep, w_ecal = self.cfg.loss_weights
         energy = self._energies(n)
         with self.autocast:
             fake = self.generator(self._latent(energy))
-            logit, ep = self.discriminator(self._image(fake))
-        bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
-        ep_err = mape(ep.float(), energy * self.cfg.energy_scale)
-        deposit = self.cfg.sampling_fraction * energy * self.cfg.image_scale
-        ecal_err = mape(fake.float().sum(dim=(1, 2, 3, 4)), deposit)
-        return torch.stack([w_bce * bce + w_ep * ep_err + w_ecal * ecal_err, bce, ecal_err])
+            judged = self.discriminator(self._image(fake))
+        return torch.stack(generator_losses(self.cfg, judged, fake, energy))
 
 
 class FastGanTask(GanTask):

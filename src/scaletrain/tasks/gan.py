@@ -19,6 +19,54 @@ from torch import nn
 from scaletrain.config import GanConfig, OptimConfig
 from scaletrain.tasks.base import Batch, Update, make_optimizer, mape
 
+D_NAMES = ("d_loss", "d_bce", "d_energy_mape")
+G_NAMES = ("g_loss", "g_bce", "g_ecal_mape")
+
+
+def discriminator_losses(
+    cfg: GanConfig,
+    on_real: tuple[torch.Tensor, torch.Tensor],
+    on_fake: tuple[torch.Tensor, torch.Tensor],
+    energy: torch.Tensor,
+    fake_energy: torch.Tensor,
+    labels: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The discriminator's (loss, BCE, energy MAPE) (D_NAMES) from its (logit, energy)
+    outputs on real and generated showers and the (real, fake) labels. The summed-energy term
+    has no discriminator parameters: it only matters for the generator."""
+    w_bce, w_ep, _ = cfg.loss_weights
+    (real_logit, real_ep), (fake_logit, fake_ep) = on_real, on_fake
+    bce = 0.5 * (
+        F.binary_cross_entropy_with_logits(real_logit.float(), labels[0])
+        + F.binary_cross_entropy_with_logits(fake_logit.float(), labels[1])
+    )
+    scale = cfg.energy_scale
+    ep_err = 0.5 * (
+        mape(real_ep.float(), energy * scale) + mape(fake_ep.float(), fake_energy * scale)
+    )
+    return w_bce * bce + w_ep * ep_err, bce, ep_err
+
+
+def generator_losses(
+    cfg: GanConfig,
+    judged: tuple[torch.Tensor, torch.Tensor],
+    fake: torch.Tensor,
+    energy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The generator's (loss, BCE, summed-energy MAPE) (G_NAMES) from the discriminator's
+    (logit, energy) outputs on the showers `fake` generated for the primary `energy`."""
+    w_bce, w_ep, w_ecal = cfg.loss_weights
+    logit, ep = judged
+    bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
+    ep_err = mape(ep.float(), energy * cfg.energy_scale)
+    ecal_err = mape(fake.float().sum(dim=(1, 2, 3, 4)), expected_deposit(cfg, energy))
+    return w_bce * bce + w_ep * ep_err + w_ecal * ecal_err, bce, ecal_err
+
+
+def expected_deposit(cfg: GanConfig, energy_gev: torch.Tensor) -> torch.Tensor:
+    """Summed image energy the generator should produce for a primary energy."""
+    return cfg.sampling_fraction * energy_gev * cfg.image_scale
+
 
 class GanTask:
     def __init__(
@@ -60,10 +108,6 @@ class GanTask:
         u = torch.rand(n, device=self.device, generator=self.rng)
         return lo + (hi - lo) * u
 
-    def expected_deposit(self, energy_gev: torch.Tensor) -> torch.Tensor:
-        """Summed image energy the generator should produce for a primary energy."""
-        return self.cfg.sampling_fraction * energy_gev * self.cfg.image_scale
-
     def _labels(self, value: float, n: int) -> torch.Tensor:
         labels = torch.full((n,), value, device=self.device)
         flip = torch.rand(n, device=self.device, generator=self.rng) < self.cfg.label_flip
@@ -72,39 +116,23 @@ class GanTask:
     # ------------------------------------------------------------------ steps
 
     def _discriminator_loss(self, real: torch.Tensor, energy: torch.Tensor) -> dict[str, Any]:
-        w_bce, w_ep, _ = self.cfg.loss_weights
         n = real.shape[0]
         fake_energy = self.sample_energies(n)
         with torch.no_grad(), self.autocast:
             fake = self.generator(self.sample_latent(fake_energy))
         with self.autocast:
-            real_logit, real_ep = self.discriminator(real)
-            fake_logit, fake_ep = self.discriminator(fake.detach())
-        bce = 0.5 * (
-            F.binary_cross_entropy_with_logits(real_logit.float(), self._labels(1.0, n))
-            + F.binary_cross_entropy_with_logits(fake_logit.float(), self._labels(0.0, n))
-        )
-        scale = self.cfg.energy_scale
-        ep_err = 0.5 * (
-            mape(real_ep.float(), energy * scale) + mape(fake_ep.float(), fake_energy * scale)
-        )
-        # the summed-energy term has no discriminator parameters: it only matters for G
-        return {"d_loss": w_bce * bce + w_ep * ep_err, "d_bce": bce, "d_energy_mape": ep_err}
+            on_real = self.discriminator(real)
+            on_fake = self.discriminator(fake.detach())
+        labels = self._labels(1.0, n), self._labels(0.0, n)
+        losses = discriminator_losses(self.cfg, on_real, on_fake, energy, fake_energy, labels)
+        return dict(zip(D_NAMES, losses, strict=True))
 
     def _generator_loss(self, n: int) -> dict[str, torch.Tensor]:
-        w_bce, w_ep, w_ecal = self.cfg.loss_weights
         energy = self.sample_energies(n)
         with self.autocast:
             fake = self.generator(self.sample_latent(energy))
-            logit, ep = self.discriminator(fake)
-        bce = F.binary_cross_entropy_with_logits(logit.float(), torch.ones_like(energy))
-        ep_err = mape(ep.float(), energy * self.cfg.energy_scale)
-        ecal_err = mape(fake.float().sum(dim=(1, 2, 3, 4)), self.expected_deposit(energy))
-        return {
-            "g_loss": w_bce * bce + w_ep * ep_err + w_ecal * ecal_err,
-            "g_bce": bce,
-            "g_ecal_mape": ecal_err,
-        }
+            judged = self.discriminator(fake)
+        return dict(zip(G_NAMES, generator_losses(self.cfg, judged, fake, energy), strict=True))
 
     def _real(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         real = batch["ECAL"].to(self.device, non_blocking=True).unsqueeze(1)
