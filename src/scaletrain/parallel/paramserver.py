@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -109,6 +109,16 @@ def give_up(requests: list[Any], receives: int) -> None:
             request.Free()
 
 
+class _Place(NamedTuple):
+    """Where one tensor of a model lives in the flat vector: a parameter (`owner`, key None)
+    or a module's buffer (`owner`, buffer name `key`)."""
+
+    owner: Any
+    key: str | None
+    offset: int
+    shape: torch.Size
+
+
 class FlatState:
     """The models' parameters, then floating buffers, as views into one flat float32 tensor.
 
@@ -133,16 +143,13 @@ class FlatState:
         self.n_params = sum(p.numel() for _, p in params)
         device = tensors[0].device
         self.flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(device)
-        # per model: (parameter, None, offset, shape) and (module, buffer name, offset, shape)
-        self._places: dict[str, list[tuple[Any, str | None, int, torch.Size]]] = {
-            n: [] for n in models
-        }
+        self._places: dict[str, list[_Place]] = {n: [] for n in models}
         offset = 0
         for name, p in params:
-            self._places[name].append((p, None, offset, p.shape))
+            self._places[name].append(_Place(p, None, offset, p.shape))
             offset += p.numel()
         for name, module, key, b in buffers:
-            self._places[name].append((module, key, offset, b.shape))
+            self._places[name].append(_Place(module, key, offset, b.shape))
             offset += b.numel()
         # each flat tensor's views, per model (made once: a worker rebinds at every step)
         self._views: dict[int, dict[str, list[torch.Tensor]]] = {}
