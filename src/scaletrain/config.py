@@ -128,6 +128,9 @@ class ParallelConfig:
     # workers per master; 0 = every process that is not a master
     workers: int = field(default=0, metadata=_range(0))
     sync_every: int = field(default=1, metadata=_range(1))
+    # downpour: the master steps the central model with an optimizer of its own, each
+    # worker's update (negated) as the gradient; none: the updates are added as they come
+    master_optim: OptimConfig | None = None
     # parameter-server workers train on while their exchange travels (one in flight, merged
     # at the next exchange) instead of waiting for the reply
     overlap: bool = True

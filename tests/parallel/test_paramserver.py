@@ -34,6 +34,42 @@ def test_downpour_works_block_by_block_over_a_vector_of_several_blocks():
     assert torch.equal(central, expected) and torch.equal(reply, expected)
 
 
+def test_downpour_with_a_master_optimizer_steps_the_centre_with_each_update():
+    """parallel.master_optim: the worker's update, negated, is the master optimizer's
+    gradient. SGD at lr 1 without momentum is the plain addition; Adam's first step moves
+    every parameter by lr towards the update."""
+    torch.manual_seed(0)
+    start = torch.randn(300)
+    plain, sgd = Downpour(), Downpour(lambda params: torch.optim.SGD(params, lr=1.0))
+    centres = {"plain": start.clone(), "sgd": start.clone()}
+    replies = {(name, c): start.clone() for name in centres for c in (0, 1)}
+    for i in range(6):  # two workers, their updates from their own last replies
+        c, update = i % 2, 0.1 * torch.randn(300)
+        for name, rule in (("plain", plain), ("sgd", sgd)):
+            reply = replies[name, c]
+            rule.apply(centres[name], c, reply + update, reply)
+            assert torch.equal(reply, centres[name])  # the reply is the new centre
+    assert torch.allclose(centres["sgd"], centres["plain"], atol=1e-6)
+    assert not torch.allclose(centres["plain"], start, atol=0.1)  # they moved
+
+    adam = Downpour(lambda params: torch.optim.Adam(params, lr=0.01))
+    centre, reply, update = start.clone(), start.clone(), torch.randn(300)
+    adam.apply(centre, 0, start + update, reply)
+    torch.testing.assert_close(centre - start, 0.01 * update.sign(), rtol=0, atol=1e-5)
+    assert torch.equal(reply, centre)
+
+
+@pytest.mark.parametrize("mode", ["easgd", "gem", "allreduce", "none"])
+def test_a_master_optimizer_is_refused_outside_downpour(mode):
+    from scaletrain.config import OptimConfig, ParallelConfig
+    from scaletrain.errors import ConfigError
+    from scaletrain.parallel import World, make_strategy
+
+    cfg = ParallelConfig(mode=mode, master_optim=OptimConfig(name="adam"))
+    with pytest.raises(ConfigError, match=f"master_optim is for --mode downpour.*not {mode}"):
+        make_strategy(cfg, World())
+
+
 @pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), None])
 def test_a_worker_refills_its_payload_and_spare_block_by_block(rule):
     """Over 2 blocks + 3 floats the payload and the spare get the weights plus the reply's

@@ -1,4 +1,5 @@
-"""Every parameter-server mode learns as well as one process (1 master + 2 workers, CPU)."""
+"""Every parameter-server mode learns as well as one process (1 master + 2 workers, CPU), and
+so does downpour with an optimizer of the master's own."""
 
 import pytest
 from _mpi import run_driver
@@ -28,6 +29,11 @@ def test_every_mode_reaches_single_process_accuracy_within_two_points(class_over
             ),
         }
     )
+    # downpour whose master steps the centre with Adam, its workers with plain SGD: Adam
+    # normalizes the updates' scale, so its own lr sets the step
+    master_adam = ["parallel.master_optim.name=adam", "parallel.master_optim.lr=0.003"]
+    adam = class_overrides("master-adam", "parallel.mode=downpour", "optim.momentum=0", *common)
+    runs.append({"name": "downpour, master adam", "overrides": [*adam, *master_adam]})
     results, _, proc = run_driver(3, runs, tmp_path, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference = single.best["value"]

@@ -23,6 +23,10 @@ def make_layout(cfg: ParallelConfig, world_size: int) -> Layout:
 def make_strategy(cfg: ParallelConfig, world: World) -> Strategy:
     """The strategy of this process's role; communicators are split here, in the same order
     on every rank (MPI splits are collective)."""
+    if cfg.master_optim is not None and cfg.mode != "downpour":
+        raise ConfigError(
+            f"parallel.master_optim is for --mode downpour (its master's optimizer), not {cfg.mode}"
+        )
     if cfg.mode == "none":
         if world.size > 1:
             raise ConfigError(

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -209,9 +210,15 @@ class FlatState:
 
 
 def _rule(cfg: ParallelConfig) -> Rule:
+    optimizer = None
+    if cfg.master_optim is not None:  # the task's optimizers, made for the master's centre
+        from scaletrain.tasks.base import make_optimizer
+
+        optimizer = partial(make_optimizer, cfg.master_optim)
     return make_rule(
-        cfg.mode, alpha=cfg.easgd_alpha, momentum=cfg.gem_momentum, kappa=cfg.gem_kappa
-    )
+        cfg.mode, alpha=cfg.easgd_alpha, momentum=cfg.gem_momentum, kappa=cfg.gem_kappa,
+        optimizer=optimizer,
+    )  # fmt: skip
 
 
 def _period(cfg: ParallelConfig) -> int:

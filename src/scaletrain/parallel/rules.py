@@ -38,8 +38,12 @@ import torch
 
 @dataclass
 class Downpour:
+    # parallel.master_optim: the master's own optimizer, made from the central parameters
+    # (None: updates are added as they come)
+    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None
     name = "downpour"
     _scratch: torch.Tensor | None = field(default=None, repr=False)
+    _stepper: torch.optim.Optimizer | None = field(default=None, repr=False)
 
     def apply(
         self, central: torch.Tensor, client: int, sent: torch.Tensor, reply: torch.Tensor
@@ -47,6 +51,8 @@ class Downpour:
         """central += sent - reply (the client's update since it got `reply`); reply = the
         new central. Block by block, so that each block of the update is still in the
         cache when it is added and the new centre when it is copied."""
+        if self.optimizer is not None:
+            return self._step(central, sent, reply)
         scratch = self._scratch = _room(self._scratch, BLOCK)
         for lo in range(0, central.numel(), BLOCK):
             part = slice(lo, lo + BLOCK)
@@ -54,6 +60,19 @@ class Downpour:
             torch.sub(sent[part], reply[part], out=update)
             central[part].add_(update)
             reply[part].copy_(central[part])
+
+    def _step(self, central: torch.Tensor, sent: torch.Tensor, reply: torch.Tensor) -> None:
+        """The master's optimizer steps the centre with the client's update, negated, as its
+        gradient (Dean et al.'s Downpour: workers send, the master's optimizer applies; with
+        SGD at lr 1 and no momentum this is the plain addition)."""
+        if self._stepper is None:  # the optimizer keeps this view of the master's vector
+            self._stepper = self.optimizer([central])
+            central.grad = torch.empty_like(central)
+        (param,) = self._stepper.param_groups[0]["params"]
+        assert param.data_ptr() == central.data_ptr() and param.shape == central.shape
+        torch.sub(reply, sent, out=param.grad)
+        self._stepper.step()
+        reply.copy_(central)
 
     def merge(self, local: torch.Tensor, reply: torch.Tensor) -> None:
         local.copy_(reply)
@@ -278,9 +297,17 @@ def _room(scratch: torch.Tensor | None, size: int) -> torch.Tensor:
 Rule = Downpour | Easgd | Gem
 
 
-def make_rule(mode: str, *, alpha: float = 0.5, momentum: float = 0.9, kappa: float = 1.0) -> Rule:
+def make_rule(
+    mode: str,
+    *,
+    alpha: float = 0.5,
+    momentum: float = 0.9,
+    kappa: float = 1.0,
+    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+) -> Rule:
+    """The rule of `mode`; `optimizer`: downpour's master optimizer (parallel.master_optim)."""
     if mode == "downpour":
-        return Downpour()
+        return Downpour(optimizer)
     if mode == "easgd":
         return Easgd(alpha)
     if mode == "gem":
