@@ -32,8 +32,9 @@ class Task(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
-    """The configured optimizer; RMSprop's defaults follow Keras (rho 0.9, eps 1e-7)."""
+def make_optimizer(cfg: OptimConfig, params: Any, fused: bool = False) -> torch.optim.Optimizer:
+    """The configured optimizer; RMSprop's defaults follow Keras (rho 0.9, eps 1e-7).
+    `fused`: Adam in one pass over each tensor (PyTorch's fused kernel, also on the CPU)."""
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(
             params,
@@ -44,7 +45,9 @@ def make_optimizer(cfg: OptimConfig, params: Any) -> torch.optim.Optimizer:
             momentum=cfg.momentum,
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(
+            params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused or None
+        )
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
