@@ -43,8 +43,11 @@ def test_training_writes_a_complete_run_directory(tiny_gan_config):
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_gan_config, tmp_path):
     full = train(tiny_gan_config(f"run.dir={tmp_path / 'full'}"))
     train(tiny_gan_config(f"run.dir={tmp_path / 'part'}", "train.epochs=1"))
+    # a checkpoint counts its own epoch's score: the resumed run compares with the true best
+    assert load_checkpoint(latest_checkpoint(tmp_path / "part"))["best"]["epoch"] == 1
     resumed = train(tiny_gan_config(f"run.dir={tmp_path / 'part'}"), resume=True)
     assert resumed.steps == full.steps
+    assert resumed.best == full.best
     assert step_losses(tmp_path / "part", 1) == step_losses(tmp_path / "full", 1)
     a = load_checkpoint(latest_checkpoint(tmp_path / "full"))["models"]
     b = load_checkpoint(latest_checkpoint(tmp_path / "part"))["models"]

@@ -317,19 +317,19 @@ class Trainer:
         return {**state, "ranks": ranks} if ranks and len(ranks) > 1 else state
 
     def _save(self, metrics: dict[str, float], state: dict[str, Any]) -> None:
-        path = ckpt.save_checkpoint(
-            self.run_dir / ckpt.checkpoint_name(self.step), {**state, "metrics": metrics}
-        )
         key, mode = self.cfg.train.best_metric, self.cfg.train.best_mode
         value = metrics.get(key)
-        if value is None:  # no such metric this epoch: the latest checkpoint stands in
-            ckpt.publish_copy(path, self.run_dir / "best.pt")
-        elif math.isfinite(value):
+        better = value is None  # no such metric this epoch: the latest checkpoint stands in
+        if value is not None and math.isfinite(value):
             previous = self.best.get("value")
             better = previous is None or (value < previous if mode == "min" else value > previous)
             if better:
                 self.best = {"metric": key, "value": value, "epoch": self.epoch}
-                ckpt.publish_copy(path, self.run_dir / "best.pt")
+        # with this epoch's score counted: a run resumed from it compares with the true best
+        state = {**state, "metrics": metrics, "best": dict(self.best)}
+        path = ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), state)
+        if better:
+            ckpt.publish_copy(path, self.run_dir / "best.pt")
         ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
     def _save_mid_epoch(self) -> None:
