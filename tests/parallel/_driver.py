@@ -2,8 +2,9 @@
 
     mpiexec -n N python _driver.py SPEC.json OUT.json
 
-SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"}}]}
-("config" is a nested config dict, optional; the overrides apply on top).
+SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"},
+"resume": bool}]} ("config" is a nested config dict, optional; the overrides apply on top;
+"resume": continue the run in run.dir from its last checkpoint).
 OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "weights"}}; every
 rank also writes OUT.rank<r>.json with a checksum of its final weights.
 """
@@ -67,7 +68,7 @@ def main() -> None:
         if hang and hang["rank"] == world.rank:
             hang_at(strategy, hang["step"], hang.get("seconds", 120))
         record: dict = {}
-        trainer = Trainer(cfg, strategy=strategy)
+        trainer = Trainer(cfg, strategy=strategy, resume=run.get("resume", False))
         try:
             result = trainer.serve() if strategy.serves else trainer.fit()
             record = {

@@ -307,6 +307,37 @@ def test_a_reply_folded_in_on_the_exchange_thread_ends_where_one_folded_in_at_on
 
 
 @pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_a_parameter_server_run_resumes_like_an_uninterrupted_one(class_overrides, tmp_path):
+    """1 master + 1 worker waiting for each reply (every exchange deterministic), plain SGD
+    (no optimizer state on the worker, which a checkpoint does not hold): 3 epochs at once,
+    or 2 and then --resume to 3, end with the same weights and the same best epoch."""
+    common = ["parallel.mode=downpour", "parallel.overlap=false", "optim.momentum=0"]
+    full = class_overrides("full", *common, "train.epochs=3")
+    part = class_overrides("part", *common, "train.epochs=2")
+    runs = [
+        {"name": "full", "overrides": full},
+        {"name": "part", "overrides": part},
+        {"name": "resumed", "overrides": [*part, "train.epochs=3"], "resume": True},
+        # nothing left to train: the master and the worker start and stop cleanly
+        {"name": "again", "overrides": [*part, "train.epochs=3"], "resume": True},
+    ]
+    results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = results["full"]["steps"]
+    assert results["part"]["steps"] == 2 * steps // 3 and results["resumed"]["steps"] == steps
+    assert results["resumed"]["best"] == results["full"]["best"]
+    a, b = (
+        load_checkpoint(tmp_path / run / "best.pt")["models"]["model"] for run in ("full", "part")
+    )
+    for key, value in a.items():
+        assert torch.equal(b[key], value), key
+    for rank in (0, 1):  # master and worker hold the final weights, resumed or not
+        assert checksums[rank]["resumed"] == checksums[rank]["full"]
+        assert checksums[rank]["again"] == checksums[rank]["full"]
+
+
+@pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_a_client_and_its_server_share_a_slot_unless_off_or_out_of_room(tmp_path):
     out = tmp_path / "seen.json"
