@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +45,7 @@ class Downpour:
     name = "downpour"
     _scratch: torch.Tensor | None = field(default=None, repr=False)
     _stepper: torch.optim.Optimizer | None = field(default=None, repr=False)
+    _resumed: dict[str, Any] | None = field(default=None, repr=False)  # for the stepper
 
     def apply(
         self, central: torch.Tensor, client: int, sent: torch.Tensor, reply: torch.Tensor
@@ -68,11 +70,22 @@ class Downpour:
         if self._stepper is None:  # the optimizer keeps this view of the master's vector
             self._stepper = self.optimizer([central])
             central.grad = torch.empty_like(central)
+            if self._resumed is not None:
+                self._stepper.load_state_dict(self._resumed)
         (param,) = self._stepper.param_groups[0]["params"]
         assert param.data_ptr() == central.data_ptr() and param.shape == central.shape
         torch.sub(reply, sent, out=param.grad)
         self._stepper.step()
         reply.copy_(central)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the rule: the master optimizer's state."""
+        if self._stepper is not None:
+            return {"optimizer": self._stepper.state_dict()}
+        return {"optimizer": self._resumed} if self._resumed is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resumed = state.get("optimizer")  # loaded when the optimizer is made
 
     def merge(self, local: torch.Tensor, reply: torch.Tensor) -> None:
         local.copy_(reply)
@@ -89,6 +102,12 @@ class Downpour:
 class Easgd:
     alpha: float = 0.5
     name = "easgd"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
     def apply(
         self, central: torch.Tensor, client: int, sent: torch.Tensor, reply: torch.Tensor
@@ -223,6 +242,15 @@ class Gem:
     def forget(self, client: int) -> None:
         self._proxy.pop(client, None)
         self._seen.pop(client, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the rule: each worker's proxy and centre last seen."""
+        return {"proxy": dict(self._proxy), "seen": dict(self._seen)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # on the host, where the master's central vector is (a checkpoint may be mapped to a GPU)
+        self._proxy = {int(c): t.cpu().clone() for c, t in state.get("proxy", {}).items()}
+        self._seen = {int(c): t.cpu().clone() for c, t in state.get("seen", {}).items()}
 
 
 def gem_update(
