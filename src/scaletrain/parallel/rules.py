@@ -13,8 +13,9 @@ if it computed and sent the difference. Each rule decides how they are folded in
 
 - Downpour (Dean et al. 2012): the master adds the worker's update as it arrives (plain
   addition: the worker's optimizer already shaped it, so any optimizer works on the workers
-  and the master needs no optimizer state); the worker continues from the fresh central
-  variable.
+  and the master needs no optimizer state), or steps the centre with an optimizer of its
+  own, the update negated as the gradient (parallel.master_optim); the worker continues from
+  the fresh central variable.
 - EASGD (Zhang, Choromanska, LeCun 2015, asynchronous variant): with the worker's parameters
   x and the centre c as it was when they arrived, both move towards each other,
   c += alpha (x - c) and x -= alpha (x - c). The master replies with c *before* its move, so
@@ -26,6 +27,9 @@ if it computed and sent the difference. Each rule decides how they are folded in
   variable's kinetic energy then matches the proxy's, whatever the number of workers or
   their staleness. As in the authors' code, pi is clipped to [0, 5] for stability; unlike
   it, the rescaling happens on the master, which keeps the per-worker proxies.
+
+A rule's state (GEM's proxies, the master optimizer's) goes into the master's checkpoints
+(`state_dict`, `load_state_dict`).
 """
 
 from __future__ import annotations
