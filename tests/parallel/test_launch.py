@@ -98,3 +98,34 @@ def test_started_by_mpiexec_directly_the_master_writes_the_run(class_overrides, 
     assert (tmp_path / "direct" / "best.pt").exists()
     rows = (tmp_path / "direct" / "metrics.jsonl").read_text().splitlines()
     assert any("ps/staleness_max" in row for row in rows)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(180)
+def test_the_slurm_script_trains_and_a_second_job_continues_the_run(class_overrides, tmp_path):
+    """examples/slurm/train.sbatch run twice as a job chain would (its srun standing in for
+    mpiexec -n 2 here): the first job trains, the second finds the checkpoint and resumes."""
+    script = Path(__file__).parents[2] / "examples" / "slurm" / "train.sbatch"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    srun = bin_dir / "srun"  # drops srun's options, starts the command on 2 processes
+    srun.write_text(
+        f'#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec {find_mpiexec()} -n 2 "$@"\n'
+    )
+    srun.chmod(0o755)
+    config = _config(class_overrides, tmp_path, "slurm")
+    env = {
+        **clean_env(), "CONFIG": str(config), "RUN_DIR": str(tmp_path / "run"),
+        "VENV": str(Path(sys.executable).parent.parent), "SLURM_CPUS_PER_TASK": "1",
+    }  # fmt: skip
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    jobs = []
+    for epochs in (1, 2):
+        job = subprocess.run(["bash", str(script), "--epochs", str(epochs)], env=env,
+                             capture_output=True, text=True, timeout=150)  # fmt: skip
+        assert job.returncode == 0, job.stderr[-3000:]
+        jobs.append(job)
+    assert "continuing" not in jobs[0].stdout and "continuing" in jobs[1].stdout
+    assert "trained 1 epochs" in jobs[0].stdout and "trained 2 epochs" in jobs[1].stdout
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert provenance["resumed"] is True and "allreduce" in json.dumps(provenance)
