@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from scaletrain.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test starts with the session's thread count: the trainer sets it for the whole
+    process (run.threads), which changes later tests' summation order."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

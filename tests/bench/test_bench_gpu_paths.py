@@ -49,8 +49,8 @@ def test_fast_generator_trains_like_the_original():
     ref = {n: p.grad.clone() for n, p in g.named_parameters()}
     g.zero_grad()
     (FastGenerator(g)(z) * weights).sum().backward()
-    for name, p in g.named_parameters():
-        assert torch.allclose(p.grad, ref[name], rtol=1e-9, atol=1e-12), name
+    for name, p in g.named_parameters():  # float64, against each gradient's largest entry
+        assert (p.grad - ref[name]).abs().max() <= 1e-12 * ref[name].abs().max(), name
 
 
 def test_fast_generator_handles_other_widths_and_rejects_other_models():

@@ -227,7 +227,7 @@ def test_gan_trains_under_downpour_and_a_silent_worker_is_named(
 
 
 @pytest.mark.mpi
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(450)
 def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
     tiny_gan_config, tmp_path
 ):
@@ -257,7 +257,8 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
                 ],
             }
         )
-    _, _, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
+    # 37-61 s on 2 idle cores (the slowest test here): room for a slow machine
+    _, _, proc = run_driver(2, runs, tmp_path / "job", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = [load_checkpoint(tmp_path / name / "best.pt")["models"] for name in ("true", "false")]
     slept = load_checkpoint(tmp_path / "sleep" / "best.pt")["models"]
