@@ -68,9 +68,6 @@ MAX_PAUSE = 5e-4
 # (doubling from REPLY_PAUSE up to REPLY_MAX_PAUSE), a fraction of a step of ours
 REPLY_PAUSE, REPLY_MAX_PAUSE = 2e-5, 2e-4
 UPDATE, DONE = 0, 1
-# the master's rule state in a checkpoint, beside the task's optimizers (which workers and a
-# single process ignore: no optimizer of theirs has this name)
-RULE_STATE = "parameter-server rule"
 
 
 def wait_all(
@@ -601,26 +598,14 @@ class ParamServer(Strategy):
     def device(self, requested: str) -> torch.device:
         return self.world.device(requested)
 
-    def state_dicts(
-        self, models: dict[str, nn.Module], optimizers: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The central models, and beside the (unused) optimizers the rule's state (GEM's
-        proxies, the master optimizer's), so that a resumed master goes on with them."""
-        model_states, optimizer_states = super().state_dicts(models, optimizers)
-        return model_states, {**optimizer_states, RULE_STATE: self.rule.state_dict()}
+    def state_dict(self) -> dict[str, Any]:
+        """The rule's state (GEM's proxies, the master optimizer's): a resumed master goes on
+        with them."""
+        return {"rule": self.rule.state_dict()}
 
-    def load_state_dicts(
-        self,
-        models: dict[str, nn.Module],
-        optimizers: dict[str, Any],
-        model_states: dict[str, Any],
-        optimizer_states: dict[str, Any],
-    ) -> None:
-        states = dict(optimizer_states)
-        rule = states.pop(RULE_STATE, None)
-        super().load_state_dicts(models, optimizers, model_states, states)
-        if rule is not None and self.upstream < 0:  # the top master, which saved it
-            self.rule.load_state_dict(rule)  # (sub-masters' states are not saved)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "rule" in state and self.upstream < 0:  # the top master, which saved it
+            self.rule.load_state_dict(state["rule"])  # (sub-masters' states are not saved)
 
     def setup(
         self,

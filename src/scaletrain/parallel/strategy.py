@@ -74,6 +74,13 @@ class Strategy:
             if name in optimizers:
                 optimizers[name].load_state_dict(state)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the strategy itself (a parameter server's rule state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A checkpoint's `state_dict`, before `setup`."""
+
     def setup(
         self,
         models: dict[str, nn.Module],

@@ -302,6 +302,7 @@ class Trainer:
             "models": models,
             "optimizers": optimizers,
             "task": self.task.state_dict(),
+            "strategy": self.strategy.state_dict(),
             "rng": _rng_state(),
             "best": dict(self.best),
         }
@@ -349,6 +350,7 @@ class Trainer:
             ckpt.model_states(state, names, self.run_dir),
             state.get("optimizers", {}),
         )
+        self.strategy.load_state_dict(state.get("strategy", {}))
         ranks = state.get("ranks") or []
         # this process's own random streams when the checkpoint holds them (else the main's)
         own = ranks[self.strategy.group_rank] if self.strategy.group_rank < len(ranks) else state
