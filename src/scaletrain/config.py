@@ -114,6 +114,9 @@ class TrainConfig:
     fidelity_showers: int = field(default=1000, metadata=_range(10))
     best_metric: str = "val/loss"
     best_mode: Literal["min", "max"] = "min"
+    # signals that end training after the current step with a checkpoint (a batch system's
+    # time limit; resume with --resume), exit code 75; [] leaves them their usual meaning
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
 
 
 @dataclass

@@ -3,19 +3,24 @@
     mpiexec -n N python _driver.py SPEC.json OUT.json
 
 SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"},
-"resume": bool}]} ("config" is a nested config dict, optional; the overrides apply on top;
-"resume": continue the run in run.dir from its last checkpoint).
-OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "weights"}}; every
-rank also writes OUT.rank<r>.json with a checksum of its final weights.
+"resume": bool, "signal": {"rank", "step"}}]} ("config" is a nested config dict, optional;
+the overrides apply on top; "resume": continue the run in run.dir from its last checkpoint;
+"signal": that rank sends itself SIGUSR1 right after that step, every rank stopping on
+train.stop_signals as `scaletrain train` does).
+OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "stopped",
+"checkpoint"}}; every
+rank also writes OUT.rank<r>.json with a checksum of its final weights and its last step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,6 +28,7 @@ import torch
 from scaletrain.config import apply_override, from_dict
 from scaletrain.errors import ScaletrainError
 from scaletrain.parallel import World, make_strategy
+from scaletrain.train.stopping import StopSignals
 from scaletrain.train.trainer import Trainer
 
 
@@ -53,6 +59,16 @@ def hang_at(strategy, step: int, seconds: float) -> None:
     strategy.end_step = silent
 
 
+def signal_at(step: int):
+    """A step callback that sends this process SIGUSR1 right after `step`."""
+
+    def callback(s: int) -> None:
+        if s == step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    return callback
+
+
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     out_path = Path(sys.argv[2])
@@ -68,15 +84,28 @@ def main() -> None:
         if hang and hang["rank"] == world.rank:
             hang_at(strategy, hang["step"], hang.get("seconds", 120))
         record: dict = {}
-        trainer = Trainer(cfg, strategy=strategy, resume=run.get("resume", False))
+        sig = run.get("signal")
+        stop = StopSignals(cfg.train.stop_signals) if sig else None
+        trainer = Trainer(
+            cfg, strategy=strategy, resume=run.get("resume", False), stop=stop,
+            step_callback=signal_at(sig["step"]) if sig and sig["rank"] == world.rank else None,
+        )  # fmt: skip
         try:
-            result = trainer.serve() if strategy.serves else trainer.fit()
+            with stop or nullcontext():
+                result = trainer.serve() if strategy.serves else trainer.fit()
             record = {
                 "best": result.best,
                 "metrics": result.metrics,
                 "steps": result.steps,
                 "seconds": result.seconds,
                 "samples_per_s": result.samples_per_s,
+                "stopped": result.stopped,
+                # the checkpoint a stop wrote, as it was then (a resume may rotate it out)
+                "checkpoint": (
+                    result.checkpoint.name
+                    if result.checkpoint is not None and result.checkpoint.is_file()
+                    else None
+                ),
             }
         except ScaletrainError as exc:
             record = {"error": str(exc)}
@@ -87,6 +116,7 @@ def main() -> None:
         finally:
             strategy.close()
         mine[run["name"]] = weights_checksum(trainer.task.models)
+        mine[f"{run['name']}:step"] = trainer.step
         results[run["name"]] = record
     write_atomically(Path(f"{out_path}.rank{world.rank}.json"), mine)
     if world.rank == 0:

@@ -10,6 +10,7 @@ from scaletrain.config import load_config, save_config
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.launch import find_mpiexec, relaunch_command, without_np
 from scaletrain.parallel.world import World, launched_by_mpi
+from scaletrain.train.checkpoint import load_checkpoint
 
 
 def test_np_is_removed_from_the_relaunched_command():
@@ -101,31 +102,44 @@ def test_started_by_mpiexec_directly_the_master_writes_the_run(class_overrides, 
 
 
 @pytest.mark.mpi
-@pytest.mark.timeout(180)
-def test_the_slurm_script_trains_and_a_second_job_continues_the_run(class_overrides, tmp_path):
+@pytest.mark.timeout(240)
+def test_the_slurm_script_stops_on_its_signal_and_a_second_job_continues(class_overrides, tmp_path):
     """examples/slurm/train.sbatch run twice as a job chain would (its srun standing in for
-    mpiexec -n 2 here): the first job trains, the second finds the checkpoint and resumes."""
+    mpiexec -n 2 here): the first job gets Slurm's SIGUSR1 after an epoch and ends well with
+    a checkpoint; the second finds it and resumes."""
     script = Path(__file__).parents[2] / "examples" / "slurm" / "train.sbatch"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    srun = bin_dir / "srun"  # drops srun's options, starts the command on 2 processes
-    srun.write_text(
-        f'#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec {find_mpiexec()} -n 2 "$@"\n'
+    run = tmp_path / "run"
+    srun = bin_dir / "srun"  # drops srun's options, starts the command on 2 processes and
+    srun.write_text(  # with SIGNAL set, sends SIGUSR1 once an epoch is done, as --signal does
+        "#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n"
+        f'{find_mpiexec()} -n 2 "$@" &\npid=$!\n'
+        'if [ -n "${SIGNAL:-}" ]; then\n'
+        f"  until grep -qs '\"epoch\"' {run}/metrics.jsonl; do sleep 0.2; done\n"
+        "  kill -USR1 $pid\nfi\nwait $pid\n"
     )
     srun.chmod(0o755)
     config = _config(class_overrides, tmp_path, "slurm")
     env = {
-        **clean_env(), "CONFIG": str(config), "RUN_DIR": str(tmp_path / "run"),
+        **clean_env(), "CONFIG": str(config), "RUN_DIR": str(run),
         "VENV": str(Path(sys.executable).parent.parent), "SLURM_CPUS_PER_TASK": "1",
     }  # fmt: skip
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    jobs = []
-    for epochs in (1, 2):
-        job = subprocess.run(["bash", str(script), "--epochs", str(epochs)], env=env,
-                             capture_output=True, text=True, timeout=150)  # fmt: skip
-        assert job.returncode == 0, job.stderr[-3000:]
-        jobs.append(job)
-    assert "continuing" not in jobs[0].stdout and "continuing" in jobs[1].stdout
-    assert "trained 1 epochs" in jobs[0].stdout and "trained 2 epochs" in jobs[1].stdout
-    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+
+    def job(epochs: int, **extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(["bash", str(script), "--epochs", str(epochs)],
+                              env={**env, **extra}, capture_output=True, text=True,
+                              timeout=150)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    first = job(500, SIGNAL="1")
+    assert "continuing" not in first.stdout and "stopped by SIGUSR1" in first.stdout
+    assert "the next job of the chain continues" in first.stdout
+    epochs = load_checkpoint(run, map_location="cpu")["epoch"]
+    assert 1 <= epochs < 500
+    second = job(epochs + 1)
+    assert "continuing" in second.stdout and f"trained {epochs + 1} epochs" in second.stdout
+    provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["resumed"] is True and "allreduce" in json.dumps(provenance)

@@ -40,13 +40,17 @@ def train(
         None, "--workers", help="Workers per master (parallel.workers; 0 = all other ranks)."
     ),
 ) -> None:
-    """Train a model as configured; writes checkpoints, metrics and provenance to the run dir."""
+    """Train a model as configured; writes checkpoints, metrics and provenance to the run dir.
+
+    SIGTERM or SIGUSR1 (train.stop_signals) ends training after the current step with a
+    checkpoint and exit code 75; --resume continues from it."""
     import sys
 
     from scaletrain.config import load_config
     from scaletrain.parallel import World, make_layout, make_strategy
     from scaletrain.parallel.launch import relaunch
     from scaletrain.parallel.world import launched_by_mpi
+    from scaletrain.train.stopping import EXIT_STOPPED, StopSignals
     from scaletrain.train.trainer import train as run_training
 
     overrides = list(set_)
@@ -61,6 +65,7 @@ def train(
         if value is not None and value != "":
             overrides.append(f"{key}={value}")
     cfg = load_config(config, overrides)  # checked once, before any process is started
+    stop = StopSignals(cfg.train.stop_signals)  # (the names too)
     if np_ and np_ > 1 and not launched_by_mpi():
         if cfg.parallel.mode == "none":
             raise ConfigError(f"--np {np_} needs a distribution mode: --mode allreduce, ...")
@@ -74,13 +79,18 @@ def train(
             )
         flags = [f"--{k}" for k, v in (("resume", resume), ("overwrite", overwrite)) if v]
         argv = ["train", str(config), *(a for o in overrides for a in ("--set", o)), *flags]
-        raise typer.Exit(relaunch(np_, ["--debug", *argv] if debug_enabled() else argv))
+        argv = ["--debug", *argv] if debug_enabled() else argv
+        raise typer.Exit(relaunch(np_, argv, forward=stop.signals))
     world = World.detect()
     if np_ and world.size != np_:
         raise ConfigError(f"--np {np_} but the launcher started {world.size} processes")
     try:
         strategy = make_strategy(cfg.parallel, world)
-        result = run_training(cfg, resume=resume, overwrite=overwrite, strategy=strategy)
+        with stop:
+            result = run_training(
+                cfg, resume=resume, overwrite=overwrite, strategy=strategy,
+                stop=stop if stop.signals else None,
+            )  # fmt: skip
     except ScaletrainError as exc:
         if world.size == 1:
             raise
@@ -88,9 +98,17 @@ def train(
         print(f"error: rank {world.rank}: {exc}", file=sys.stderr, flush=True)
         world.abort(2)
         raise
+    code = EXIT_STOPPED if result.stopped else 0
     if not strategy.is_main:
         world.close(cfg.parallel.timeout_s, last=False)
-        return  # one summary, from the rank that holds the run directory
+        raise typer.Exit(code)  # one summary, from the rank that holds the run directory
+    if result.stopped:
+        console.print(
+            f"stopped by {result.stopped} after step {result.steps} (in epoch "
+            f"{result.epochs + 1}): checkpoint {result.checkpoint}; continue with the same "
+            f"command and --resume (exit code {EXIT_STOPPED})",
+            soft_wrap=True,  # the path in one piece
+        )
     console.print(
         f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s, "
         f"{result.samples_per_s:.1f} samples/s; run: {result.run_dir}"
@@ -103,6 +121,7 @@ def train(
     # after a lost rank MPI_Finalize would wait forever: the main rank, the last to finish,
     # ends the job then (MPI_Abort(0), its results written)
     world.close(cfg.parallel.timeout_s, last=True)
+    raise typer.Exit(code)
 
 
 @app.command()

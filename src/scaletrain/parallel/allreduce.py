@@ -30,6 +30,7 @@ from scaletrain.config import ParallelConfig
 from scaletrain.errors import ConfigError, TrainingError
 from scaletrain.parallel.layout import Layout
 from scaletrain.parallel.liveness import Watchdog
+from scaletrain.parallel.stopvote import StopVote
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World, init_process_group
 
@@ -155,6 +156,7 @@ class AllReduceStrategy(Strategy):
         self._optimizers: dict[str, Any] = {}
         self._lr: LrScaling | None = None
         self._watchdog: Watchdog | None = None
+        self._vote: StopVote | None = None
 
     @property
     def is_main(self) -> bool:
@@ -195,6 +197,7 @@ class AllReduceStrategy(Strategy):
             self._syncs = {
                 name: GradientSync(m, self.group_size, size) for name, m in models.items()
             }
+            self._vote = StopVote(self.comm, self.cfg.timeout_s)
         self._lr = LrScaling(
             self.cfg.lr_scaling, self.group_size, self.cfg.warmup_epochs, steps_per_epoch
         )
@@ -236,10 +239,13 @@ class AllReduceStrategy(Strategy):
         ends this process) or, with every rank still beating, one TrainingError."""
         try:
             yield
-        except RuntimeError as exc:  # Gloo/NCCL errors and timeouts, MPI errors
+        # Gloo/NCCL errors and timeouts, MPI errors; our own timeouts (the stop vote)
+        except (RuntimeError, TrainingError) as exc:
             verdict = self._watchdog.await_verdict() if self._watchdog is not None else None
             if verdict is not None:  # not fatal to the job (a hyper-parameter study's fold)
                 raise TrainingError(verdict) from None
+            if isinstance(exc, TrainingError):
+                raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise TrainingError(
                 f"a collective of the all-reduce group failed while every rank still beats "
@@ -259,6 +265,12 @@ class AllReduceStrategy(Strategy):
                 self._broadcast(self._models, params=False)
         if self._lr is not None:
             LrScaling.rescale(self._optimizers, self._lr.factor(step) / self._lr.factor(step - 1))
+
+    def agree_stop(self, requested: bool) -> bool:
+        if self._vote is None:
+            return requested
+        with self._collective():
+            return self._vote(requested)
 
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         if self.group_size == 1 or not metrics:
@@ -294,6 +306,8 @@ class AllReduceStrategy(Strategy):
 
         for sync in self._syncs.values():
             sync.remove()
+        if self._vote is not None:
+            self._vote.close()
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None

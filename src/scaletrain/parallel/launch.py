@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from scaletrain.errors import ConfigError
@@ -49,10 +51,20 @@ def relaunch_command(n: int, argv: list[str]) -> list[str]:
     return [find_mpiexec(), "-n", str(n), sys.executable, "-m", "scaletrain", *without_np(argv)]
 
 
-def relaunch(n: int, argv: list[str]) -> int:
-    """Run `scaletrain <argv>` on n processes under mpiexec; returns its exit code."""
-    command = relaunch_command(n, argv)
+def relaunch(n: int, argv: list[str], forward: Sequence[signal.Signals] = ()) -> int:
+    """Run `scaletrain <argv>` on n processes under mpiexec; returns its exit code. The
+    `forward` signals sent to this process go on to mpiexec, which passes them to its
+    processes (Ctrl-C reaches mpiexec from the terminal itself)."""
+    process = subprocess.Popen(relaunch_command(n, argv))
+    previous = {
+        s: signal.signal(s, lambda signum, _: process.send_signal(signum))
+        for s in forward
+        if s != signal.SIGINT
+    }
     try:
-        return subprocess.call(command)
+        return process.wait()
     except KeyboardInterrupt:  # mpiexec got the same signal and stops its processes
         return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)

@@ -67,7 +67,8 @@ MAX_PAUSE = 5e-4
 # parallel.reply_wait: sleep: the exchange thread looks for the master's reply this often
 # (doubling from REPLY_PAUSE up to REPLY_MAX_PAUSE), a fraction of a step of ours
 REPLY_PAUSE, REPLY_MAX_PAUSE = 2e-5, 2e-4
-UPDATE, DONE = 0, 1
+# a worker's last exchange is DONE, or STOP when its replica stopped early on a signal
+UPDATE, DONE, STOP = 0, 1, 2
 
 
 def wait_all(
@@ -361,6 +362,7 @@ class ParamServerWorker(AllReduceStrategy):
         self._step = 0
         self._steps_per_epoch = 0
         self._closed = False
+        self._stopping = False  # its group agreed to stop early (a signal): the last is STOP
         self._thread = (
             ThreadPoolExecutor(1, thread_name_prefix="ps-exchange")
             if cfg.overlap and self.lead
@@ -458,6 +460,10 @@ class ParamServerWorker(AllReduceStrategy):
         if step % self.period == 0 or (spe and step % spe == 0):
             self._exchange(UPDATE, step)
 
+    def agree_stop(self, requested: bool) -> bool:
+        self._stopping = super().agree_stop(requested)
+        return self._stopping
+
     def _exchange(self, kind: int, step: int) -> None:
         """Send this period's payload and fold the server's reply into the local weights.
 
@@ -485,7 +491,7 @@ class ParamServerWorker(AllReduceStrategy):
             fold = self._in_flight is not None  # a reply is in: its correction is due
             if fold:
                 self._finish_round_trip()
-            if fold and (not self._rebinding or kind == DONE):  # else the next round trip
+            if fold and (not self._rebinding or kind != UPDATE):  # else the next round trip
                 self.rule.fold(host[:n], client.reply[:n], client.payload[:n], out=host[:n])
                 fold = False
             # buffers travel as they are and the worker keeps its own: a reply's are those
@@ -494,7 +500,7 @@ class ParamServerWorker(AllReduceStrategy):
                 client.payload[n:] = host[n:]
             now = time.perf_counter()
             clock = (self._spent + now - start, now - self._began)
-            if self._thread is not None and kind != DONE:
+            if self._thread is not None and kind == UPDATE:
                 self._copied.clear()
                 round_trip = self._thread.submit(self._round_trip, kind, step, clock, fold)
                 self._in_flight = (round_trip, step)
@@ -502,7 +508,7 @@ class ParamServerWorker(AllReduceStrategy):
                 client.payload[:n] = host[:n]
                 reply = client.exchange(kind, step, clock=clock)
                 self.rule.merge(host[:n], reply[:n])
-            self._closed = kind == DONE
+            self._closed = kind != UPDATE
         self._share()
         self._spent += time.perf_counter() - start
 
@@ -540,7 +546,8 @@ class ParamServerWorker(AllReduceStrategy):
     def close(self) -> None:
         if not self._closed and self._client is not None:
             self._closed = True
-            self._exchange(DONE, self._step)  # the last update in, the final central out
+            # the last update in, the final central out
+            self._exchange(STOP if self._stopping else DONE, self._step)
         client, in_flight = self._client, self._in_flight
         if client is not None and client.wakeable and in_flight and not in_flight[0].done():
             # a round trip given up on (its server silent): its thread stops waiting for it
@@ -675,8 +682,8 @@ class ParamServer(Strategy):
     # ------------------------------------------------------------------ the server loop
 
     def serve(
-        self, steps_per_epoch: int, epochs: int, start_epoch: int
-    ) -> Iterator[tuple[int, int, dict[str, float]]]:
+        self, steps_per_epoch: int, epochs: int, start_step: int
+    ) -> Iterator[tuple[int, int, dict[str, float] | None]]:
         from mpi4py import MPI
 
         comm, timeout = self.channel, self.cfg.timeout_s
@@ -689,9 +696,9 @@ class ParamServer(Strategy):
         clock = dict.fromkeys(self.clients, (-1, -1))
         clock_before = dict(clock)
         pulled_at = dict.fromkeys(self.clients, 0)
-        steps = dict.fromkeys(self.clients, start_epoch * steps_per_epoch)
-        alive, staleness = set(self.clients), []
-        next_epoch, since_up, pause = start_epoch, 0, 1e-4
+        steps = dict.fromkeys(self.clients, start_step)
+        alive, staleness, stopped = set(self.clients), [], False
+        next_epoch, since_up, pause = start_step // steps_per_epoch, 0, 1e-4
         # time spent on updates since the epoch began (receiving, applying, replying, moving
         # replies): near all of it, and the master is what the workers wait for
         busy, epoch_start = 0.0, time.monotonic()
@@ -733,13 +740,19 @@ class ParamServer(Strategy):
                         raise
                     self._lose(c, pending, alive, sends, heard[c])
                     continue
+            # a stop right after an update carries nothing new: the rule's state (GEM's
+            # momentum) stays as the checkpoint a resumed run starts from would have it
+            idle = kind == STOP and step == steps[c]
             heard[c], steps[c] = time.monotonic(), step
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
             if c in sends:
                 sends.pop(c).Wait()  # long complete: the worker received it before sending
             n = self.state.n_params
-            self.rule.apply(self.central[:n], c, payload[:n], reply[:n])  # and the reply
+            if idle:
+                reply[:n] = self.central[:n]
+            else:
+                self.rule.apply(self.central[:n], c, payload[:n], reply[:n])  # and the reply
             self.central[n:] = reply[n:] = payload[n:]
             self.version += 1
             if slot is not None:  # the reply is in its slot: say so
@@ -748,8 +761,9 @@ class ParamServer(Strategy):
             else:
                 sends[c] = comm.Isend(reply.numpy(), dest=c, tag=TAG_REPLY)
             pulled_at[c] = self.version
-            if kind == DONE:
+            if kind != UPDATE:
                 del pending[c]
+                stopped |= kind == STOP
             else:
                 pending[c] = comm.Irecv(headers[c], source=c, tag=TAG_HEADER)
             since_up += 1
@@ -769,12 +783,18 @@ class ParamServer(Strategy):
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
         wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
-        if self._up is not None:
-            self._forward(DONE, max(steps.values(), default=0))
+        if self._up is not None:  # a stop resumes from where every worker has been
+            if stopped:
+                self._forward(STOP, min((steps[c] for c in alive), default=0))
+            else:
+                self._forward(DONE, max(steps.values(), default=0))
         self.state.from_host()
         if not alive:
             raise TrainingError(f"parameter server rank {self.rank}: every worker was lost")
         reached = min(steps[c] for c in alive)
+        if stopped and reached < epochs * steps_per_epoch:
+            yield reached // steps_per_epoch, reached, None  # saved as a mid-epoch checkpoint
+            return
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1

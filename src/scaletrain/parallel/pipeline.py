@@ -49,6 +49,7 @@ from torch.autograd.function import once_differentiable
 
 from scaletrain.config import ParallelConfig
 from scaletrain.errors import CheckpointError, ConfigError, LayoutError, TrainingError
+from scaletrain.parallel.stopvote import StopVote
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World, destroy_process_group, init_process_group
 
@@ -751,6 +752,7 @@ class PipelineStrategy(Strategy):
         self.plans: dict[str, StagePlan] = {}
         self._device: torch.device | None = None
         self._links: Links | None = None
+        self._vote = StopVote(world.comm, cfg.timeout_s) if self.stages > 1 else None
 
     @property
     def data_rank(self) -> tuple[int, int]:
@@ -839,6 +841,9 @@ class PipelineStrategy(Strategy):
                     module.local_optimizer_state(optimizer_states[name])
                 )
 
+    def agree_stop(self, requested: bool) -> bool:
+        return self._vote(requested) if self._vote is not None else requested
+
     def describe(self) -> dict[str, Any]:
         return {
             "mode": self.name,
@@ -852,6 +857,8 @@ class PipelineStrategy(Strategy):
         }
 
     def close(self) -> None:
+        if self._vote is not None:
+            self._vote.close()
         if self.stages > 1:
             destroy_process_group()
 

@@ -101,6 +101,12 @@ class Strategy:
     def end_step(self, step: int) -> None:
         """One full training step (all of the task's updates) is done."""
 
+    def agree_stop(self, requested: bool) -> bool:
+        """Whether to stop after this step, asked for by this process (`requested`) or by
+        another of its group; the same answer at the same step for all of them. Collective
+        where there is a group: every process calls it after every step, or none does."""
+        return requested
+
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-process metrics over the processes that train one model."""
         return metrics
@@ -111,10 +117,11 @@ class Strategy:
         return [obj]
 
     def serve(
-        self, steps_per_epoch: int, epochs: int, start_epoch: int
-    ) -> Iterator[tuple[int, int, dict[str, float]]]:
+        self, steps_per_epoch: int, epochs: int, start_step: int
+    ) -> Iterator[tuple[int, int, dict[str, float] | None]]:
         """A server's loop: yields (epoch, step, metrics) whenever the central model it holds
-        has completed an epoch, so that the trainer validates and checkpoints it."""
+        has completed an epoch, so that the trainer validates and checkpoints it; metrics
+        None: its workers stopped early (a signal) at `step`, to be saved for a resume."""
         return iter(())
 
     def describe(self) -> dict[str, Any]:

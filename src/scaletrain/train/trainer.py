@@ -25,6 +25,7 @@ from scaletrain.train.metrics import MetricsLogger
 from scaletrain.train.progress import StepProgress
 from scaletrain.train.provenance import write_provenance
 from scaletrain.train.rundir import prepare_run_dir
+from scaletrain.train.stopping import StopSignals
 
 
 @dataclass
@@ -36,6 +37,9 @@ class TrainResult:
     samples_per_s: float
     metrics: dict[str, float] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    # stopped early on a signal: which (as this process saw it), and the checkpoint written
+    stopped: str | None = None
+    checkpoint: Path | None = None
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -55,14 +59,18 @@ class Trainer:
         data: ShowerData | None = None,
         epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
         step_callback: Callable[[int], None] | None = None,
+        stop: StopSignals | None = None,
     ) -> None:
         """`epoch_callback(epochs_done, metrics)` runs on the main rank after each epoch's
         validation and checkpoint; an exception it raises stops training (HPO pruning).
         `step_callback(step)` runs on every training rank right after each step and its
-        strategy exchange (`end_step`), before logging: benchmarks time steps with it."""
+        strategy exchange (`end_step`), before logging: benchmarks time steps with it.
+        `stop`: a signal it caught ends training after the step (agreed by every process
+        of the group), with a checkpoint; given to every process or to none."""
         self.cfg = cfg
         self.epoch_callback = epoch_callback
         self.step_callback = step_callback
+        self.stop = stop
         self.strategy = strategy or Strategy()
         main = self.strategy.is_main
         self.run_dir = Path(cfg.run.dir)
@@ -94,6 +102,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.batch_in_epoch = 0  # batches done in the current epoch (resume mid-epoch)
         self.step = 0
+        self.saved_step = -1  # the step of the last checkpoint written (or taken part in)
         self.best: dict[str, Any] = {}
         if resume:
             self._load(ckpt.load_checkpoint(self.run_dir, map_location=self.device))
@@ -130,6 +139,7 @@ class Trainer:
             )
         start, t0, samples = self.epoch, time.perf_counter(), 0
         last: dict[str, float] = {}
+        stopped: str | None = None
         progress = StepProgress(
             enabled=cfg.progress and self.strategy.is_main,
             samples_per_step=cfg.batch_size * self.strategy.world_size,
@@ -167,6 +177,13 @@ class Trainer:
                     every = cfg.checkpoint_every
                     if every and self.step % every == 0 and i < per_epoch - 1:
                         self._save_mid_epoch()
+                    if self.stop is not None and self.strategy.agree_stop(
+                        self.stop.requested is not None
+                    ):
+                        stopped = self._stop_here()
+                        break
+                if stopped is not None:
+                    break
                 self.epoch, self.batch_in_epoch = epoch + 1, 0
                 epoch_metrics = self._end_epoch(epoch)
                 last.update(epoch_metrics)
@@ -181,6 +198,8 @@ class Trainer:
             samples * self.strategy.world_size / max(seconds, 1e-9),
             last,
             dict(self.best),
+            stopped,
+            self._checkpoint_path() if stopped else None,
         )
 
     def serve(self) -> TrainResult:
@@ -191,7 +210,13 @@ class Trainer:
         per_epoch = self.train_split.num_batches(cfg.batch_size)
         t0, start_step = time.perf_counter(), self.step
         last: dict[str, float] = {}
-        for epoch, step, metrics in self.strategy.serve(per_epoch, cfg.epochs, self.epoch):
+        stopped: str | None = None
+        for epoch, step, metrics in self.strategy.serve(per_epoch, cfg.epochs, self.step):
+            if metrics is None:  # the workers stopped on a signal, at `step`
+                self.epoch, self.batch_in_epoch = divmod(step, per_epoch)
+                self.step = step
+                stopped = self._stop_here(by_workers=True)
+                break
             self.epoch, self.step, self.batch_in_epoch = epoch + 1, step, 0
             self.metrics.log(step, epoch, metrics)
             last.update(metrics)
@@ -201,8 +226,19 @@ class Trainer:
         samples = (self.step - start_step) * cfg.batch_size * self.strategy.world_size
         return TrainResult(
             self.run_dir, self.epoch, self.step, seconds, samples / max(seconds, 1e-9), last,
-            dict(self.best),
+            dict(self.best), stopped, self._checkpoint_path() if stopped else None,
         )  # fmt: skip
+
+    def _stop_here(self, by_workers: bool = False) -> str:
+        """Stopping early on a signal: this step's checkpoint (collective, as every one);
+        returns what stopped training."""
+        if self.saved_step != self.step:
+            self._save_mid_epoch()
+        own = self.stop.requested if self.stop is not None else None
+        return own or ("a signal to the workers" if by_workers else "a signal to another rank")
+
+    def _checkpoint_path(self) -> Path:
+        return self.run_dir / ckpt.checkpoint_name(self.step)
 
     def _updater(self, epoch: int, batch_index: int):
         on_nonfinite = self.cfg.train.on_nonfinite
@@ -247,10 +283,8 @@ class Trainer:
         every = self.cfg.train.fidelity_every
         if (main or everyone) and every and (epoch + 1) % every == 0 and self.cfg.task == "gan":
             metrics["val/fidelity"] = self.fidelity()
-        ranks = self._rank_states()  # after validation, which draws from the main's streams
-        state = self.state() if main or everyone else {}
-        if main:
-            state = self._with_ranks(state, ranks)
+        state = self._gather_state()  # after validation, which draws from the main's streams
+        if state is not None:
             self.metrics.log(self.step, epoch + 1, metrics, kind="epoch")
             self._save(metrics, state)
             if self.epoch_callback is not None:
@@ -307,6 +341,16 @@ class Trainer:
             "best": dict(self.best),
         }
 
+    def _gather_state(self) -> dict[str, Any] | None:
+        """This step's checkpoint at the main rank, None at the others. Collective, in the
+        same order everywhere: the random streams of every process, then (model_parallel)
+        every stage's part of the models."""
+        self.saved_step = self.step
+        ranks = self._rank_states()
+        main = self.strategy.is_main
+        state = self.state() if main or self.strategy.model_parallel else {}
+        return self._with_ranks(state, ranks) if main else None
+
     def _rank_states(self) -> list[dict[str, Any]] | None:
         """The random state (PyTorch's, the task's) of every process of the replica, at the
         main one: after a resume each process continues its own streams, as if never stopped
@@ -334,11 +378,8 @@ class Trainer:
         ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
     def _save_mid_epoch(self) -> None:
-        if self.strategy.model_parallel and not self.strategy.is_main:
-            self.state()  # this rank's part of the gathered state
-        ranks = self._rank_states()
-        if self.strategy.is_main:
-            state = self._with_ranks(self.state(), ranks)
+        state = self._gather_state()
+        if state is not None:
             ckpt.save_checkpoint(self.run_dir / ckpt.checkpoint_name(self.step), state)
             ckpt.keep_last(self.run_dir, self.cfg.train.keep_last)
 
@@ -387,11 +428,14 @@ def train(
     overwrite: bool = False,
     strategy: Strategy | None = None,
     epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+    stop: StopSignals | None = None,
 ) -> TrainResult:
-    """Train as configured; returns where the run is and its final metrics."""
+    """Train as configured; returns where the run is and its final metrics (and, when a
+    signal of `stop` ended it early, which and the checkpoint written)."""
     trainer = Trainer(
-        cfg, strategy=strategy, resume=resume, overwrite=overwrite, epoch_callback=epoch_callback
-    )
+        cfg, strategy=strategy, resume=resume, overwrite=overwrite,
+        epoch_callback=epoch_callback, stop=stop,
+    )  # fmt: skip
     try:
         return trainer.serve() if trainer.strategy.serves else trainer.fit()
     finally:

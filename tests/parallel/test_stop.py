@@ -1,0 +1,116 @@
+"""A signal ends training early with a checkpoint, every process at the same step; a
+resumed run then ends like one never stopped."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _mpi import clean_env, run_driver
+
+from scaletrain.config import load_config, save_config
+from scaletrain.train.checkpoint import load_checkpoint
+from scaletrain.train.stopping import EXIT_STOPPED
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(p.stem.removeprefix("ckpt-step")) for p in run.glob("ckpt-step*.pt"))
+
+
+def _stopped_and_resumed(class_overrides, mode: list[str], signal: dict, epochs: int = 3):
+    """Runs: `full` (epochs at once), `stopped` (the signal), `resumed` (--resume to the end)."""
+    full = class_overrides("full", *mode, f"train.epochs={epochs}")
+    part = class_overrides("part", *mode, f"train.epochs={epochs}")
+    return [
+        {"name": "full", "overrides": full},
+        {"name": "stopped", "overrides": part, "signal": signal},
+        {"name": "resumed", "overrides": part, "resume": True},
+    ]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("mode", ["allreduce", "pipeline"])
+def test_the_ranks_of_one_model_stop_together_when_one_is_signalled(
+    class_overrides, tmp_path, mode
+):
+    """Rank 1 alone gets the signal after step 60: both ranks stop after step 61 (the vote
+    is one step late), rank 0 writes that step's checkpoint mid-epoch (with the pipeline:
+    gathered from both stages), and --resume ends with the weights of an uninterrupted run
+    on both ranks."""
+    runs = _stopped_and_resumed(class_overrides, [f"parallel.mode={mode}"], {"rank": 1, "step": 60})
+    results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stopped = results["stopped"]
+    assert stopped["steps"] == 61 and "another rank" in stopped["stopped"]
+    assert [c["stopped:step"] for c in checksums] == [61, 61]
+    assert stopped["checkpoint"] == "ckpt-step00000061.pt"
+    assert results["resumed"]["steps"] == results["full"]["steps"] > 61
+    assert results["resumed"]["stopped"] is None
+    assert results["resumed"]["best"] == results["full"]["best"]
+    for rank in (0, 1):
+        assert checksums[rank]["resumed"] == checksums[rank]["full"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("mode", ["downpour", "gem"])
+def test_a_signalled_worker_stops_its_parameter_server_with_a_checkpoint(
+    class_overrides, tmp_path, mode
+):
+    """1 master + 1 worker waiting for each reply (deterministic), plain SGD: the worker,
+    signalled after step 130 (of 93 per epoch), stops there; the master saves the central
+    model and its rule's state at that step; --resume ends like an uninterrupted run."""
+    common = [f"parallel.mode={mode}", "parallel.overlap=false", "optim.momentum=0"]
+    runs = _stopped_and_resumed(class_overrides, common, {"rank": 1, "step": 130})
+    results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stopped = results["stopped"]
+    assert stopped["steps"] == 130 and "workers" in stopped["stopped"]
+    assert [c["stopped:step"] for c in checksums] == [130, 130]
+    assert stopped["checkpoint"] == "ckpt-step00000130.pt"
+    assert results["resumed"]["steps"] == results["full"]["steps"]
+    assert results["resumed"]["best"] == results["full"]["best"]
+    for rank in (0, 1):
+        assert checksums[rank]["resumed"] == checksums[rank]["full"], rank
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
+    class_overrides, tmp_path
+):
+    """`scaletrain train --np 2` passes SIGTERM on to mpiexec, which passes it to both ranks:
+    the job ends with exit code 75 and a checkpoint, and --resume continues from it."""
+    config = tmp_path / "stop.yaml"
+    run = tmp_path / "stop"
+    save_config(load_config(None, class_overrides("stop", "train.epochs=200")), config)
+    command = [sys.executable, "-m", "scaletrain", "train", str(config), "--mode", "allreduce"]
+    job = subprocess.Popen(
+        [*command, "--np", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env(),
+    )  # fmt: skip
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while '"epoch"' not in (metrics.read_text() if metrics.exists() else ""):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.2)  # until the first epoch has ended
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == EXIT_STOPPED, err[-3000:]
+    assert out.count("stopped by SIGTERM") == 1, out
+    stopped_at = checkpoint_steps(run)[-1]
+    assert f"after step {stopped_at} " in out and f"{run}/ckpt-step" in out and "--resume" in out
+    epochs = load_checkpoint(run, map_location="cpu")["epoch"]
+    assert 1 <= epochs < 200
+    again = subprocess.run(
+        [*command, "--np", "2", "--resume", "--epochs", str(epochs + 1)],
+        capture_output=True, text=True, timeout=120, env=clean_env(),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"trained {epochs + 1} epochs" in again.stdout
+    assert checkpoint_steps(run)[-1] > stopped_at
