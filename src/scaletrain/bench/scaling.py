@@ -990,6 +990,7 @@ def _plain_rank(spec: dict[str, Any]) -> None:
 def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     from scaletrain.bench.gpu import device_info
     from scaletrain.parallel import make_strategy
+    from scaletrain.train.stopping import StopSignals
     from scaletrain.train.trainer import Trainer
 
     cfg = from_dict(spec["config"])
@@ -1011,7 +1012,9 @@ def _framework_rank(spec: dict[str, Any], world: Any) -> dict[str, Any]:
     try:
         if spec.get("paired"):
             own_plain()
-        trainer = Trainer(cfg, strategy=strategy, overwrite=True, step_callback=timer)
+        # the stop vote of `scaletrain train` (no handlers: a signal ends a benchmark at once)
+        stop = StopSignals(cfg.train.stop_signals) if cfg.train.stop_signals else None
+        trainer = Trainer(cfg, strategy=strategy, overwrite=True, step_callback=timer, stop=stop)
         timer.device = trainer.device  # chosen by the strategy (the node-local GPU)
         result = trainer.serve() if strategy.serves else trainer.fit()
     finally:

@@ -16,6 +16,8 @@ import numpy as np
 
 from scaletrain.errors import TrainingError
 
+SPIN_S = 0.01  # then the vote is late: a process is slower this step, or lost
+
 
 class StopVote:
     """Collective: every process of `comm` calls it once per step, in the same steps."""
@@ -39,14 +41,20 @@ class StopVote:
         return False
 
     def _complete(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while not self._request.Test():  # done or nearly: the others asked a step ago
-            if time.monotonic() > deadline:
+        # done or nearly (the others joined it a step ago): spin, since a sleep, even of 0 s,
+        # costs 50-100 us (2 cores, MPICH: 12 against 100 us a vote); then pause
+        start = time.monotonic()
+        pause = 0.0
+        while not self._request.Test():
+            now = time.monotonic()
+            if now - start > self.timeout_s:
                 raise TrainingError(
                     f"the group's stop vote did not complete within {self.timeout_s:g} s "
                     "(parallel.timeout_s): a process is lost or stuck"
                 )
-            time.sleep(0)
+            if now - start > SPIN_S:
+                pause = min(max(pause * 2, 1e-4), 1e-2)
+                time.sleep(pause)
         self._request = None
 
     def close(self) -> None:
