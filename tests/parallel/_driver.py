@@ -9,11 +9,13 @@ the overrides apply on top; "resume": continue the run in run.dir from its last 
 train.stop_signals as `scaletrain train` does).
 OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "stopped",
 "checkpoint"}}; every
-rank also writes OUT.rank<r>.json with a checksum of its final weights and its last step.
+rank also writes OUT.rank<r>.json with a checksum of its final weights, its last step and a
+hash of its random state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -117,6 +119,7 @@ def main() -> None:
             strategy.close()
         mine[run["name"]] = weights_checksum(trainer.task.models)
         mine[f"{run['name']}:step"] = trainer.step
+        mine[f"{run['name']}:rng"] = hashlib.sha1(torch.get_rng_state().numpy()).hexdigest()
         results[run["name"]] = record
     write_atomically(Path(f"{out_path}.rank{world.rank}.json"), mine)
     if world.rank == 0:

@@ -310,11 +310,11 @@ def test_a_reply_folded_in_on_the_exchange_thread_ends_where_one_folded_in_at_on
 @pytest.mark.mpi
 @pytest.mark.timeout(240)
 def test_a_parameter_server_run_resumes_like_an_uninterrupted_one(class_overrides, tmp_path):
-    """1 master + 1 worker waiting for each reply (every exchange deterministic), plain SGD
-    (no optimizer state on the worker, which a checkpoint does not hold): 3 epochs at once,
-    or 2 and then --resume to 3, end with the same weights and the same best epoch, for
-    downpour, GEM (its proxies in the checkpoint) and downpour with a master Adam (its
-    moments in the checkpoint)."""
+    """1 master + 1 worker waiting for each reply (every exchange deterministic), SGD with
+    momentum: 3 epochs at once, or 2 and then --resume to 3, end with the same weights and
+    the same best epoch, for downpour, GEM (its proxies in the checkpoint) and downpour with
+    a master Adam (its moments in the checkpoint); the worker's momentum and random streams
+    come from its own file."""
     variants = {
         "downpour": ["parallel.mode=downpour"],
         "gem": ["parallel.mode=gem"],
@@ -322,7 +322,7 @@ def test_a_parameter_server_run_resumes_like_an_uninterrupted_one(class_override
     }
     runs = []
     for name, mode in variants.items():
-        common = [*mode, "parallel.overlap=false", "optim.momentum=0"]
+        common = [*mode, "parallel.overlap=false"]
         part = class_overrides(f"{name}-part", *common, "train.epochs=2")
         runs += [
             {"name": f"{name}-full", "overrides": class_overrides(f"{name}-full", *common)},

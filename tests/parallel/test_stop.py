@@ -62,10 +62,11 @@ def test_the_ranks_of_one_model_stop_together_when_one_is_signalled(
 def test_a_signalled_worker_stops_its_parameter_server_with_a_checkpoint(
     class_overrides, tmp_path, mode
 ):
-    """1 master + 1 worker waiting for each reply (deterministic), plain SGD: the worker,
+    """1 master + 1 worker waiting for each reply (deterministic), SGD with momentum (the
+    worker's in a file of its own): the worker,
     signalled after step 130 (of 93 per epoch), stops there; the master saves the central
     model and its rule's state at that step; --resume ends like an uninterrupted run."""
-    common = [f"parallel.mode={mode}", "parallel.overlap=false", "optim.momentum=0"]
+    common = [f"parallel.mode={mode}", "parallel.overlap=false"]
     runs = _stopped_and_resumed(class_overrides, common, {"rank": 1, "step": 130})
     results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -114,3 +115,24 @@ def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"trained {epochs + 1} epochs" in again.stdout
     assert checkpoint_steps(run)[-1] > stopped_at
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_resumed_workers_go_on_with_their_own_random_streams(class_overrides, tmp_path):
+    """1 master + 2 workers: each worker keeps its optimizer and random state in a file of its
+    own, so after --resume the two draw different streams (as before the stop), not the
+    master's one."""
+    common = class_overrides("run", "parallel.mode=downpour", "train.epochs=1")
+    runs = [
+        {"name": "part", "overrides": common},
+        {"name": "resumed", "overrides": [*common, "train.epochs=2"], "resume": True},
+    ]
+    _, checksums, proc = run_driver(3, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "workers").iterdir()) == [
+        "rank1.pt",
+        "rank2.pt",
+    ]
+    assert checksums[1]["part:rng"] != checksums[2]["part:rng"]
+    assert checksums[1]["resumed:rng"] != checksums[2]["resumed:rng"]

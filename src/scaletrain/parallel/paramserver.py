@@ -348,6 +348,8 @@ class ParamServerWorker(AllReduceStrategy):
     """Trains with the normal loop; every `sync_every` steps (and at each epoch end) the
     worker's lead rank exchanges with its server, then shares the reply with its replica."""
 
+    keeps_own_state = True  # the master's checkpoint holds the central model only
+
     def __init__(
         self, cfg: ParallelConfig, world: World, layout: Layout, replica: Any, channel: Any
     ) -> None:

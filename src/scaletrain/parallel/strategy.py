@@ -26,6 +26,9 @@ class Strategy:
     model_parallel = False
     # this process's index among those that train one replica (a checkpoint's `ranks`)
     group_rank = 0
+    # a checkpoint (written by another process) holds nothing of this one's own training
+    # state: it keeps its optimizers' and random streams' states in a file of its own
+    keeps_own_state = False
 
     @property
     def is_main(self) -> bool:

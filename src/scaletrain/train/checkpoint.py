@@ -37,8 +37,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; any problem is one CheckpointError naming the file."""
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    required: tuple[str, ...] = ("config", "models"),
+) -> dict[str, Any]:
+    """Load and check a checkpoint (with the `required` keys); any problem is one
+    CheckpointError naming the file."""
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -61,7 +66,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a scaletrain checkpoint")
-    for key in ("config", "models"):
+    for key in required:
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     return state
