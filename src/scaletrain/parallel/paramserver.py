@@ -742,16 +742,15 @@ class ParamServer(Strategy):
                         raise
                     self._lose(c, pending, alive, sends, heard[c])
                     continue
-            # a stop right after an update carries nothing new: the rule's state (GEM's
-            # momentum) stays as the checkpoint a resumed run starts from would have it
-            idle = kind == STOP and step == steps[c]
             heard[c], steps[c] = time.monotonic(), step
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
             if c in sends:
                 sends.pop(c).Wait()  # long complete: the worker received it before sending
             n = self.state.n_params
-            if idle:
+            # a stop right after an update brings back what it was sent: nothing to apply,
+            # and the rule's state (GEM's momentum) stays as a resumed run will find it
+            if kind == STOP and torch.equal(payload[:n], reply[:n]):
                 reply[:n] = self.central[:n]
             else:
                 self.rule.apply(self.central[:n], c, payload[:n], reply[:n])  # and the reply
