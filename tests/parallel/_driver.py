@@ -9,8 +9,8 @@ the overrides apply on top; "resume": continue the run in run.dir from its last 
 train.stop_signals as `scaletrain train` does).
 OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "stopped",
 "checkpoint"}}; every
-rank also writes OUT.rank<r>.json with a checksum of its final weights, its last step and a
-hash of its random state.
+rank also writes OUT.rank<r>.json with a checksum of its final weights, its last step, a
+hash of its random state and the workers whose GEM proxies it started with.
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ def main() -> None:
             cfg, strategy=strategy, resume=run.get("resume", False), stop=stop,
             step_callback=signal_at(sig["step"]) if sig and sig["rank"] == world.rank else None,
         )  # fmt: skip
+        # the rule state this process starts from (a parameter server's, after a resume)
+        rule = strategy.state_dict().get("rule", {})
+        mine[f"{run['name']}:proxies"] = sorted(int(c) for c in rule.get("proxy", {}))
         try:
             with stop or nullcontext():
                 result = trainer.serve() if strategy.serves else trainer.fit()

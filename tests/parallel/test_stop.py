@@ -97,7 +97,7 @@ def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
     )  # fmt: skip
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while '"epoch"' not in (metrics.read_text() if metrics.exists() else ""):
+    while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()
         time.sleep(0.2)  # until the first epoch has ended
     job.send_signal(signal.SIGTERM)
@@ -130,9 +130,26 @@ def test_resumed_workers_go_on_with_their_own_random_streams(class_overrides, tm
     ]
     _, checksums, proc = run_driver(3, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "run" / "workers").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "run" / "ranks").iterdir()) == [
         "rank1.pt",
         "rank2.pt",
     ]
     assert checksums[1]["part:rng"] != checksums[2]["part:rng"]
     assert checksums[1]["resumed:rng"] != checksums[2]["resumed:rng"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(200)
+def test_resumed_sub_masters_go_on_with_their_own_gem_state(class_overrides, tmp_path):
+    """GEM with a top master (rank 0) and 2 sub-masters (1, 2; workers 3 and 4): each
+    sub-master keeps its workers' proxies in its own file and starts the resumed run with
+    them (the top master adds its sub-masters' changes as downpour does: no proxies)."""
+    common = class_overrides("run", "parallel.mode=gem", "parallel.masters=2", "train.epochs=1")
+    runs = [
+        {"name": "part", "overrides": common},
+        {"name": "resumed", "overrides": [*common, "train.epochs=2"], "resume": True},
+    ]
+    _, checksums, proc = run_driver(5, runs, tmp_path / "job", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [c["part:proxies"] for c in checksums] == [[]] * 5
+    assert [c["resumed:proxies"] for c in checksums] == [[], [3], [4], [], []]

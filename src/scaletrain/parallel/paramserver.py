@@ -613,8 +613,13 @@ class ParamServer(Strategy):
         return {"rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "rule" in state and self.upstream < 0:  # the top master, which saved it
-            self.rule.load_state_dict(state["rule"])  # (sub-masters' states are not saved)
+        if "rule" in state:
+            self.rule.load_state_dict(state["rule"])
+
+    @property
+    def keeps_own_state(self) -> bool:  # type: ignore[override]
+        """A sub-master: the top master's checkpoint does not hold its rule's state."""
+        return self.upstream >= 0
 
     def setup(
         self,

@@ -27,7 +27,7 @@ class Strategy:
     # this process's index among those that train one replica (a checkpoint's `ranks`)
     group_rank = 0
     # a checkpoint (written by another process) holds nothing of this one's own training
-    # state: it keeps its optimizers' and random streams' states in a file of its own
+    # state: it keeps its optimizers', random streams' and own (state_dict) states in a file
     keeps_own_state = False
 
     @property

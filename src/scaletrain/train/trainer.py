@@ -354,16 +354,17 @@ class Trainer:
         return self._with_ranks(state, ranks) if main else None
 
     def _own_state_path(self) -> Path:
-        return self.run_dir / "workers" / f"rank{self.strategy.rank}.pt"
+        return self.run_dir / "ranks" / f"rank{self.strategy.rank}.pt"
 
     def _save_own_state(self) -> None:
-        """This process's optimizers and random streams (a parameter-server worker's: the
-        master's checkpoint holds the central model), for a resumed run to go on with."""
+        """This process's optimizers, random streams and strategy state (a parameter-server
+        worker's or sub-master's: the top master's checkpoint holds the central model and
+        its own rule), for a resumed run to go on with."""
         path = self._own_state_path()
         path.parent.mkdir(exist_ok=True)
         optimizers = {name: opt.state_dict() for name, opt in self.task.optimizers.items()}
         own = {"step": self.step, "optimizers": optimizers, "rng": _rng_state(),
-               "task": self.task.state_dict()}  # fmt: skip
+               "task": self.task.state_dict(), "strategy": self.strategy.state_dict()}  # fmt: skip
         ckpt.save_checkpoint(path, own)
 
     def _rank_states(self) -> list[dict[str, Any]] | None:
@@ -406,16 +407,18 @@ class Trainer:
             ckpt.model_states(state, names, self.run_dir),
             state.get("optimizers", {}),
         )
-        self.strategy.load_state_dict(state.get("strategy", {}))
         ranks = state.get("ranks") or []
         # this process's own random streams when the checkpoint holds them (else the main's)
         own = ranks[self.strategy.group_rank] if self.strategy.group_rank < len(ranks) else state
         path = self._own_state_path()
-        if self.strategy.keeps_own_state and path.is_file():  # optimizers and streams
+        if self.strategy.keeps_own_state and path.is_file():  # optimizers, streams, strategy
             own = ckpt.load_checkpoint(path, self.device, required=("optimizers", "rng"))
             for name, optimizer_state in own["optimizers"].items():
                 if name in self.task.optimizers:
                     self.task.optimizers[name].load_state_dict(optimizer_state)
+            self.strategy.load_state_dict(own.get("strategy", {}))
+        elif not self.strategy.keeps_own_state:
+            self.strategy.load_state_dict(state.get("strategy", {}))
         self.task.load_state_dict(own.get("task", {}))
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch", 0))
