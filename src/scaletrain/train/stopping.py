@@ -2,8 +2,8 @@
 
 Slurm sends SIGTERM at the time limit (SIGKILL follows `KillWait` seconds later, 30 by
 default), or a signal of the user's choice some time before it (`--signal=USR1@120`), to
-every process of the job; MPICH's mpiexec passes SIGTERM and SIGUSR1 on to its processes,
-Open MPI's mpirun SIGUSR1 (SIGTERM it follows with SIGKILL). On the first such signal
+every process of the job; MPICH's mpiexec passes SIGTERM and SIGUSR1 on to its processes
+(Open MPI's mpirun follows SIGTERM with SIGKILL: docs/distributed.md). On the first signal
 training finishes its step, writes a checkpoint and ends with EXIT_STOPPED, so that a
 job with `--resume` continues from that step. Repeats are the same notice (under Slurm
 every process of the job gets the signal, and a launcher passes it on as well); SIGKILL
