@@ -5,8 +5,9 @@
 SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"},
 "resume": bool, "signal": {"rank", "step"}}]} ("config" is a nested config dict, optional;
 the overrides apply on top; "resume": continue the run in run.dir from its last checkpoint;
-"signal": that rank sends itself SIGUSR1 right after that step, every rank stopping on
-train.stop_signals as `scaletrain train` does).
+"signal": that rank sends itself SIGUSR1 right after that step (or, {"rank", "epoch"}, at the
+main rank: after that epoch's checkpoint), every rank stopping on train.stop_signals as
+`scaletrain train` does).
 OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "stopped",
 "checkpoint"}}; every
 rank also writes OUT.rank<r>.json with a checksum of its final weights, its last step, a
@@ -61,11 +62,12 @@ def hang_at(strategy, step: int, seconds: float) -> None:
     strategy.end_step = silent
 
 
-def signal_at(step: int):
-    """A step callback that sends this process SIGUSR1 right after `step`."""
+def signal_at(count: int):
+    """A callback that sends this process SIGUSR1 when called with `count` (a step, an
+    epoch)."""
 
-    def callback(s: int) -> None:
-        if s == step:
+    def callback(s: int, *_: object) -> None:
+        if s == count:
             os.kill(os.getpid(), signal.SIGUSR1)
 
     return callback
@@ -88,9 +90,11 @@ def main() -> None:
         record: dict = {}
         sig = run.get("signal")
         stop = StopSignals(cfg.train.stop_signals) if sig else None
+        mine_to_signal = sig is not None and sig["rank"] == world.rank
         trainer = Trainer(
             cfg, strategy=strategy, resume=run.get("resume", False), stop=stop,
-            step_callback=signal_at(sig["step"]) if sig and sig["rank"] == world.rank else None,
+            step_callback=signal_at(sig["step"]) if mine_to_signal and "step" in sig else None,
+            epoch_callback=signal_at(sig["epoch"]) if mine_to_signal and "epoch" in sig else None,
         )  # fmt: skip
         # the rule state this process starts from (a parameter server's, after a resume)
         rule = strategy.state_dict().get("rule", {})

@@ -116,7 +116,7 @@ def test_the_slurm_script_stops_on_its_signal_and_a_second_job_continues(class_o
         "#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n"
         f'{find_mpiexec()} -n 2 "$@" &\npid=$!\n'
         'if [ -n "${SIGNAL:-}" ]; then\n'
-        f"  until grep -qs '\"kind\": \"epoch\"' {run}/metrics.jsonl; do sleep 0.2; done\n"
+        f'  until grep -qs \'"kind": "epoch"\' {run}/metrics.jsonl; do sleep 0.2; done\n'
         "  kill -USR1 $pid\nfi\nwait $pid\n"
     )
     srun.chmod(0o755)

@@ -57,6 +57,7 @@ from scaletrain.parallel.world import World
 
 TAG_HEADER, TAG_PAYLOAD, TAG_REPLY = 101, 102, 103
 TAG_WAKE = 104  # to a client itself: its exchange thread stops waiting (_Client.wake)
+TAG_STOP = 105  # server to client: the run stops (a signal reached one of its processes)
 # Some MPI libraries (Open MPI over shared memory without a single-copy mechanism) move a
 # large message in fragments and advance them only inside MPI calls, on both sides: every
 # poll moves one fragment. So while a message of ours is travelling we poll without pausing
@@ -227,6 +228,26 @@ def _period(cfg: ParallelConfig) -> int:
     return cfg.easgd_tau if cfg.mode == "easgd" else cfg.sync_every
 
 
+class _StopNotice:
+    """The server's word that the run stops: one receive, posted at the start and tested
+    after every step (a microsecond), given up at the end if it never came."""
+
+    def __init__(self, comm: Any, server: int) -> None:
+        self._buffer = np.zeros(1, dtype=np.int64)
+        self._request = comm.Irecv(self._buffer, source=server, tag=TAG_STOP)
+        self.received = False
+
+    def __call__(self) -> bool:
+        if not self.received and self._request.Test():
+            self.received = True
+        return self.received
+
+    def close(self) -> None:
+        if not self.received:
+            give_up([self._request], receives=1)
+            self.received = True
+
+
 class _Client:
     """One side of the exchange: send header + payload, receive the reply (with a deadline).
     With a shared-memory `slot` (server on this node) payload and reply live in it and only
@@ -379,6 +400,7 @@ class ParamServerWorker(AllReduceStrategy):
         # the next one off) since it began: the server logs their share of the workers' time
         self._spent, self._began = 0.0, 0.0  # began: set when training starts (setup)
         self._slots: NodeSlots | None = None
+        self._notice: _StopNotice | None = None
 
     @property
     def is_main(self) -> bool:
@@ -419,6 +441,8 @@ class ParamServerWorker(AllReduceStrategy):
         )  # fmt: skip
         if self._rebinding:
             self.state.add_spare()
+        if self.lead:
+            self._notice = _StopNotice(self.channel, self.server)
         if self.lead:  # the server may still be starting (compiling GEM's update)
             allowance = max(self.cfg.timeout_s, self.cfg.startup_timeout_s)
             self._client.receive(self.state.host, "initial weights", allowance)
@@ -463,7 +487,10 @@ class ParamServerWorker(AllReduceStrategy):
             self._exchange(UPDATE, step)
 
     def agree_stop(self, requested: bool) -> bool:
-        self._stopping = super().agree_stop(requested)
+        """A signal here, the server's notice that another process got one (to the lead), or
+        the replica's vote."""
+        told = self._notice is not None and self._notice()
+        self._stopping = super().agree_stop(requested or told)
         return self._stopping
 
     def _exchange(self, kind: int, step: int) -> None:
@@ -550,6 +577,8 @@ class ParamServerWorker(AllReduceStrategy):
             self._closed = True
             # the last update in, the final central out
             self._exchange(STOP if self._stopping else DONE, self._step)
+        if self._notice is not None:
+            self._notice.close()
         client, in_flight = self._client, self._in_flight
         if client is not None and client.wakeable and in_flight and not in_flight[0].done():
             # a round trip given up on (its server silent): its thread stops waiting for it
@@ -595,6 +624,8 @@ class ParamServer(Strategy):
         self._up: _Client | None = None
         self._slots: NodeSlots | None = None
         self.shared: dict[int, Slot | None] = {}
+        self._notice: _StopNotice | None = None  # a sub-master's, from its master
+        self._stop_word = np.ones(1, dtype=np.int64)  # what TAG_STOP carries (kept: MPI reads it)
 
     @property
     def is_main(self) -> bool:
@@ -641,6 +672,7 @@ class ParamServer(Strategy):
             self._up = _Client(
                 self.channel, self.rank, self.upstream, size, self.cfg.timeout_s, slot
             )
+            self._notice = _StopNotice(self.channel, self.upstream)
             self._up.receive(self.central, "initial weights")
             self.state.from_host()
         self.payload = torch.zeros(size)
@@ -689,7 +721,11 @@ class ParamServer(Strategy):
     # ------------------------------------------------------------------ the server loop
 
     def serve(
-        self, steps_per_epoch: int, epochs: int, start_step: int
+        self,
+        steps_per_epoch: int,
+        epochs: int,
+        start_step: int,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, int, dict[str, float] | None]]:
         from mpi4py import MPI
 
@@ -705,11 +741,25 @@ class ParamServer(Strategy):
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_step)
         alive, staleness, stopped = set(self.clients), [], False
+        told: list[Any] = []  # the stop notices sent (to every client at once, once)
+
+        def tell_stop() -> None:
+            """The run stops (a signal here, a client's STOP, our master's notice): every
+            client still training stops after its step."""
+            nonlocal stopped
+            stopped = True
+            if not told:
+                told.extend(comm.Isend(self._stop_word, dest=c, tag=TAG_STOP) for c in pending)
+
         next_epoch, since_up, pause = start_step // steps_per_epoch, 0, 1e-4
         # time spent on updates since the epoch began (receiving, applying, replying, moving
         # replies): near all of it, and the master is what the workers wait for
         busy, epoch_start = 0.0, time.monotonic()
         while pending:
+            if not told and (
+                (stop is not None and stop()) or (self._notice is not None and self._notice())
+            ):
+                tell_stop()
             ready = next((c for c, r in pending.items() if r.Test()), None)
             if ready is None:
                 now = time.monotonic()
@@ -769,7 +819,8 @@ class ParamServer(Strategy):
             pulled_at[c] = self.version
             if kind != UPDATE:
                 del pending[c]
-                stopped |= kind == STOP
+                if kind == STOP:
+                    tell_stop()
             else:
                 pending[c] = comm.Irecv(headers[c], source=c, tag=TAG_HEADER)
             since_up += 1
@@ -789,6 +840,7 @@ class ParamServer(Strategy):
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
         wait_all(list(sends.values()), timeout, lambda: self._silent(list(sends), "final receipt"))
+        give_up(told, receives=0)  # tiny, sent at once; a client that ended first never reads it
         if self._up is not None:  # a stop resumes from where every worker has been
             if stopped:
                 self._forward(STOP, min((steps[c] for c in alive), default=0))
@@ -808,6 +860,8 @@ class ParamServer(Strategy):
             yield last, reached, self._metrics(staleness, busy, epoch_start, clocks)
 
     def close(self) -> None:
+        if self._notice is not None:
+            self._notice.close()
         if self._slots is not None:
             self._slots.close()
 

@@ -6,7 +6,7 @@ subclass it; the trainer calls the same hooks in every mode and never branches o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -120,11 +120,16 @@ class Strategy:
         return [obj]
 
     def serve(
-        self, steps_per_epoch: int, epochs: int, start_step: int
+        self,
+        steps_per_epoch: int,
+        epochs: int,
+        start_step: int,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, int, dict[str, float] | None]]:
         """A server's loop: yields (epoch, step, metrics) whenever the central model it holds
         has completed an epoch, so that the trainer validates and checkpoints it; metrics
-        None: its workers stopped early (a signal) at `step`, to be saved for a resume."""
+        None: its workers stopped early at `step` (a signal; `stop()` true: one here), to be
+        saved for a resume."""
         return iter(())
 
     def describe(self) -> dict[str, Any]:
