@@ -32,6 +32,20 @@ def _stopped_and_resumed(class_overrides, mode: list[str], signal: dict, epochs:
     ]
 
 
+def _stopped_at_then_resumed_exactly(results, checksums, step: int, by: str) -> None:
+    """Both processes stopped after `step`, whose checkpoint was written; the resumed run
+    ended with the weights and best epoch of the uninterrupted one."""
+    stopped = results["stopped"]
+    assert stopped["steps"] == step and by in stopped["stopped"]
+    assert [c["stopped:step"] for c in checksums] == [step, step]
+    assert stopped["checkpoint"] == f"ckpt-step{step:08d}.pt"
+    assert results["resumed"]["steps"] == results["full"]["steps"] > step
+    assert results["resumed"]["stopped"] is None
+    assert results["resumed"]["best"] == results["full"]["best"]
+    for rank in (0, 1):
+        assert checksums[rank]["resumed"] == checksums[rank]["full"], rank
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("mode", ["allreduce", "pipeline"])
@@ -45,15 +59,7 @@ def test_the_ranks_of_one_model_stop_together_when_one_is_signalled(
     runs = _stopped_and_resumed(class_overrides, [f"parallel.mode={mode}"], {"rank": 1, "step": 60})
     results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stopped = results["stopped"]
-    assert stopped["steps"] == 61 and "another rank" in stopped["stopped"]
-    assert [c["stopped:step"] for c in checksums] == [61, 61]
-    assert stopped["checkpoint"] == "ckpt-step00000061.pt"
-    assert results["resumed"]["steps"] == results["full"]["steps"] > 61
-    assert results["resumed"]["stopped"] is None
-    assert results["resumed"]["best"] == results["full"]["best"]
-    for rank in (0, 1):
-        assert checksums[rank]["resumed"] == checksums[rank]["full"]
+    _stopped_at_then_resumed_exactly(results, checksums, 61, by="another rank")
 
 
 @pytest.mark.mpi
@@ -63,21 +69,14 @@ def test_a_signalled_worker_stops_its_parameter_server_with_a_checkpoint(
     class_overrides, tmp_path, mode
 ):
     """1 master + 1 worker waiting for each reply (deterministic), SGD with momentum (the
-    worker's in a file of its own): the worker,
-    signalled after step 130 (of 93 per epoch), stops there; the master saves the central
-    model and its rule's state at that step; --resume ends like an uninterrupted run."""
+    worker's in a file of its own): the worker, signalled after step 130 (of 93 per epoch),
+    stops there; the master saves the central model and its rule's state at that step;
+    --resume ends like an uninterrupted run."""
     common = [f"parallel.mode={mode}", "parallel.overlap=false"]
     runs = _stopped_and_resumed(class_overrides, common, {"rank": 1, "step": 130})
     results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stopped = results["stopped"]
-    assert stopped["steps"] == 130 and "workers" in stopped["stopped"]
-    assert [c["stopped:step"] for c in checksums] == [130, 130]
-    assert stopped["checkpoint"] == "ckpt-step00000130.pt"
-    assert results["resumed"]["steps"] == results["full"]["steps"]
-    assert results["resumed"]["best"] == results["full"]["best"]
-    for rank in (0, 1):
-        assert checksums[rank]["resumed"] == checksums[rank]["full"], rank
+    _stopped_at_then_resumed_exactly(results, checksums, 130, by="workers")
 
 
 @pytest.mark.mpi
