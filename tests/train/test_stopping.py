@@ -32,21 +32,23 @@ def test_the_first_signal_is_kept_and_the_handlers_are_put_back():
     assert signal.getsignal(signal.SIGUSR1) is before
 
 
-def test_a_signal_mid_epoch_stops_after_the_step_and_resumes_exactly(tiny_gan_config, tmp_path):
-    """10 steps per epoch; SIGUSR1 after step 13 stops there with a checkpoint of that step
-    (mid-epoch); --resume ends with the models of an uninterrupted run."""
+@pytest.mark.parametrize("at", [13, 10])
+def test_a_signal_stops_after_the_step_and_resumes_exactly(tiny_gan_config, tmp_path, at):
+    """10 steps per epoch; SIGUSR1 after step 13 (mid-epoch) or 10 (the epoch's last, its
+    end left to the resumed run) stops there with a checkpoint of that step; --resume ends
+    with the models of an uninterrupted run."""
     full = train(tiny_gan_config(f"run.dir={tmp_path / 'full'}"))
     cfg = tiny_gan_config(f"run.dir={tmp_path / 'part'}")
 
     def signal_after(step: int) -> None:
-        if step == 13:
+        if step == at:
             os.kill(os.getpid(), signal.SIGUSR1)
 
     with StopSignals(["SIGUSR1"]) as stop:
         result = Trainer(cfg, step_callback=signal_after, stop=stop).fit()
-    assert (result.stopped, result.steps, result.epochs) == ("SIGUSR1", 13, 1)
+    assert (result.stopped, result.steps, result.epochs) == ("SIGUSR1", at, (at - 1) // 10)
     assert result.checkpoint == latest_checkpoint(tmp_path / "part")
-    assert load_checkpoint(result.checkpoint)["batch"] == 3
+    assert load_checkpoint(result.checkpoint)["batch"] == at - 10 * ((at - 1) // 10)
     resumed = train(cfg, resume=True)
     assert resumed.stopped is None and resumed.steps == full.steps == 20
     assert resumed.best == full.best
