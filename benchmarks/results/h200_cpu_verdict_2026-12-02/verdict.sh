@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Back-to-back invocations of the interleaved CPU scaling benchmark on the device host.
-# usage (repo root, on the device): bash .probe/vsrc/verdict.sh v1   -> v1a, v1b, ...
+# Back-to-back invocations of the interleaved CPU scaling benchmark on a 16-core host.
+# usage (repo root): SRC=<copy of the code measured> bash verdict.sh v1   -> v1a, v1b, ...
 # Starts no new invocation after LAST_START s; every invocation is stopped at LIMIT s
 # (timeout, SIGTERM to its process group) so the command ends inside the call's limit.
 # Finished invocations: $NAME.md / $NAME.json; a stopped one: its per-run rank records
@@ -9,13 +9,13 @@
 set -u
 P=${1:?prefix, e.g. v1}
 LIMIT=${LIMIT:-565}; LAST_START=${LAST_START:-380}
-export PYTHONPATH=$PWD/.probe/vsrc/src PYTHONUNBUFFERED=1 OMPI_ALLOW_RUN_AS_ROOT=1 \
+export PYTHONPATH=$SRC/src PYTHONUNBUFFERED=1 OMPI_ALLOW_RUN_AS_ROOT=1 \
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_hwloc_base_binding_policy=none
 T0=$SECONDS
 KEEP=/tmp/keep_$P; rm -rf $KEEP; mkdir -p $KEEP
-cp .probe/vsrc/COMMIT $KEEP/COMMIT
+cp $SRC/COMMIT $KEEP/COMMIT
 nproc; uptime; date -u
-echo "commit $(cat .probe/vsrc/COMMIT)"
+echo "commit $(cat $SRC/COMMIT)"
 env | grep -E '^(NCCL|TORCH_SYMM|NVSHMEM|OMPI)' | sort
 top -bn1 -o %CPU | head -15
 for L in a b c d e f g h; do

@@ -234,18 +234,18 @@ class _StopNotice:
 
     def __init__(self, comm: Any, server: int) -> None:
         self._buffer = np.zeros(1, dtype=np.int64)
-        self._request = comm.Irecv(self._buffer, source=server, tag=TAG_STOP)
+        self._request: Any = comm.Irecv(self._buffer, source=server, tag=TAG_STOP)
         self.received = False
 
     def __call__(self) -> bool:
-        if not self.received and self._request.Test():
-            self.received = True
+        if self._request is not None and self._request.Test():
+            self._request, self.received = None, True
         return self.received
 
     def close(self) -> None:
-        if not self.received:
+        if self._request is not None:
             give_up([self._request], receives=1)
-            self.received = True
+            self._request = None
 
 
 class _Client:
@@ -441,11 +441,10 @@ class ParamServerWorker(AllReduceStrategy):
         )  # fmt: skip
         if self._rebinding:
             self.state.add_spare()
-        if self.lead:
-            self._notice = _StopNotice(self.channel, self.server)
         if self.lead:  # the server may still be starting (compiling GEM's update)
             allowance = max(self.cfg.timeout_s, self.cfg.startup_timeout_s)
             self._client.receive(self.state.host, "initial weights", allowance)
+            self._notice = _StopNotice(self.channel, self.server)
         self._share()
 
     def _share(self) -> None:

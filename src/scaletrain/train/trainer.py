@@ -211,8 +211,10 @@ class Trainer:
         t0, start_step = time.perf_counter(), self.step
         last: dict[str, float] = {}
         stopped: str | None = None
-        signal = (lambda: self.stop.requested is not None) if self.stop is not None else None
-        for epoch, step, metrics in self.strategy.serve(per_epoch, cfg.epochs, self.step, signal):
+        signalled = (lambda: self.stop.requested is not None) if self.stop is not None else None
+        for epoch, step, metrics in self.strategy.serve(
+            per_epoch, cfg.epochs, self.step, signalled
+        ):
             if metrics is None:  # the workers stopped on a signal, at `step`
                 self.epoch, self.batch_in_epoch = divmod(step, per_epoch)
                 self.step = step
