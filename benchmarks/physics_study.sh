@@ -4,8 +4,9 @@
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
 #   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
 # Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
-# Every run has a time limit (LIMIT seconds); a run stopped by it keeps its last finished
-# epoch, which is then generated from and validated like a finished run. PARALLEL=1 starts
+# Every run has a time limit (LIMIT seconds): `timeout` sends SIGTERM, the run stops after its
+# step with a checkpoint (exit code 75), and its best.pt (the best finished epoch) is then
+# generated from and validated like a finished run's. PARALLEL=1 starts
 # the runs at once (they share the GPUs), each archived under OUT/RUN. GPU_<run>=LIST (e.g.
 # GPU_single=1; '-' in a run's name becomes '_') shows that run only those GPUs.
 # A study longer than one job: each run leaves OUT/RUN.state.tgz (its last checkpoint, best.pt,
