@@ -615,6 +615,8 @@ class ParamServer(Strategy):
         self.channel = channel
         self.clients = layout.clients_of(world.rank)
         self.upstream = layout.server_of(world.rank)
+        # a sub-master: the top master's checkpoint does not hold its rule's state
+        self.keeps_own_state = self.upstream >= 0
         # the top master of sub-masters adds their accumulated changes (downpour)
         top_of_subs = self.role.role == "master" and layout.masters > 1
         self.rule: Rule = Downpour() if top_of_subs else _rule(cfg)
@@ -645,11 +647,6 @@ class ParamServer(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rule" in state:
             self.rule.load_state_dict(state["rule"])
-
-    @property
-    def keeps_own_state(self) -> bool:  # type: ignore[override]
-        """A sub-master: the top master's checkpoint does not hold its rule's state."""
-        return self.upstream >= 0
 
     def setup(
         self,

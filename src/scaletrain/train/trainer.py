@@ -349,9 +349,13 @@ class Trainer:
         same order everywhere: the random streams of every process, then (model_parallel)
         every stage's part of the models."""
         self.saved_step = self.step
+        # this process's random streams (PyTorch's, the task's): after a resume each process
+        # continues its own, as if never stopped (the ranks draw different dropout masks, and
+        # only the main one validates); the replica's are gathered at the main one
+        streams = {"rng": _rng_state(), "task": self.task.state_dict()}
         if self.strategy.keeps_own_state:
-            self._save_own_state()
-        ranks = self._rank_states()
+            self._save_own_state(streams)
+        ranks = self.strategy.gather(streams)
         main = self.strategy.is_main
         state = self.state() if main or self.strategy.model_parallel else {}
         return self._with_ranks(state, ranks) if main else None
@@ -359,22 +363,16 @@ class Trainer:
     def _own_state_path(self) -> Path:
         return self.run_dir / "ranks" / f"rank{self.strategy.rank}.pt"
 
-    def _save_own_state(self) -> None:
+    def _save_own_state(self, streams: dict[str, Any]) -> None:
         """This process's optimizers, random streams and strategy state (a parameter-server
         worker's or sub-master's: the top master's checkpoint holds the central model and
         its own rule), for a resumed run to go on with."""
         path = self._own_state_path()
         path.parent.mkdir(exist_ok=True)
         optimizers = {name: opt.state_dict() for name, opt in self.task.optimizers.items()}
-        own = {"step": self.step, "optimizers": optimizers, "rng": _rng_state(),
-               "task": self.task.state_dict(), "strategy": self.strategy.state_dict()}  # fmt: skip
+        own = {"step": self.step, "optimizers": optimizers, **streams,
+               "strategy": self.strategy.state_dict()}  # fmt: skip
         ckpt.save_checkpoint(path, own)
-
-    def _rank_states(self) -> list[dict[str, Any]] | None:
-        """The random state (PyTorch's, the task's) of every process of the replica, at the
-        main one: after a resume each process continues its own streams, as if never stopped
-        (the ranks draw different dropout masks, and only the main one validates)."""
-        return self.strategy.gather({"rng": _rng_state(), "task": self.task.state_dict()})
 
     @staticmethod
     def _with_ranks(state: dict[str, Any], ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
