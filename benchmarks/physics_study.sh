@@ -2,8 +2,12 @@
 # The GPU study of docs/physics.md: train the published 3DGAN on simulated showers with one
 # process and with several, then generate and validate each against an independent sample.
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
-#   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs)
+#   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs),
+#   or RUN:SEED (e.g. single:1): that run with run.seed=SEED (its initial weights, the order
+#   of its batches and its train/validation split), named RUN-sSEED
 # Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
+# TRAIN_ONLY=1 trains (and archives the logs) without generating and validating: the first
+# job of a study that goes on with RESUME=1.
 # Every run has a time limit (LIMIT seconds): `timeout` sends SIGTERM, the run stops after its
 # step with a checkpoint (exit code 75), and its best.pt (the best finished epoch) is then
 # generated from and validated like a finished run's. PARALLEL=1 starts
@@ -27,19 +31,22 @@ mkdir -p "$OUT" "$LOG"
 [ -d "$DATA/ref" ] || $st data simulate --out "$DATA/ref" --n "$REF_N" --energies 10:500 \
   --seed 1 --workers "$WORKERS" --shard-size "$REF_N" --no-progress
 if [ "${PARALLEL:-0}" = 1 ] && [ $# -gt 1 ]; then
-  for run in "$@"; do
-    PARALLEL=0 OUT="$OUT/$run" LOG="$LOG/$run" bash "$0" "$run" > "$LOG/$run.script.log" 2>&1 &
+  for spec in "$@"; do
+    name=${spec//:/-s}
+    PARALLEL=0 OUT="$OUT/$name" LOG="$LOG/$name" bash "$0" "$spec" > "$LOG/$name.script.log" 2>&1 &
   done
   wait
-  for run in "$@"; do cat "$LOG/$run.script.log"; done
+  for spec in "$@"; do cat "$LOG/${spec//:/-s}.script.log"; done
   exit 0
 fi
 common=("${CONFIG:-configs/3dgan.yaml}" --epochs "$EPOCHS" --set "run.precision=${PRECISION:-bf16}"
   --set "data.path=$DATA/train" --set "train.batch_size=$BATCH" --set train.fidelity_every=1
   --set train.fidelity_showers=2000 --set train.progress=false --set gan.compile=false
   --set train.log_every=100)
-for run in "$@"; do
-  dir="${RUNS:-$DATA/runs}/$run"
+for spec in "$@"; do
+  run=${spec%%:*}; name=${spec//:/-s}; seed=()
+  if [ "$spec" != "$run" ]; then seed=(--set "run.seed=${spec#*:}"); fi
+  dir="${RUNS:-$DATA/runs}/$name"
   start=--overwrite
   if [ "${RESUME:-0}" = 1 ] && compgen -G "$dir/ckpt-*.pt" > /dev/null; then start=--resume; fi
   case $run in
@@ -53,27 +60,23 @@ for run in "$@"; do
   gpus="GPU_${run//-/_}"
   if [ -n "${!gpus:-}" ]; then export CUDA_VISIBLE_DEVICES=${!gpus}; fi
   t0=$(date +%s)
-  timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" --run-dir "$dir" "$start" \
-    > "$LOG/$run.train.log" 2>&1
-  echo "$run: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
+  timeout "$LIMIT" $st train "${common[@]}" "${args[@]}" "${seed[@]}" --run-dir "$dir" \
+    "$start" >> "$LOG/$name.train.log" 2>&1
+  echo "$name: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
+  cp "$dir/metrics.jsonl" "$LOG/$name.metrics.jsonl"
+  python benchmarks/study_summary.py --epochs "$dir/metrics.jsonl"
+  if [ "${TRAIN_ONLY:-0}" = 1 ]; then continue; fi
   $st generate "$dir/best.pt" --out "$dir/generated.h5" --n "$REF_N" --energies 10:500 \
-    --seed 2 --no-fast --overwrite > "$LOG/$run.generate.log" 2>&1
+    --seed 2 --no-fast --overwrite > "$LOG/$name.generate.log" 2>&1
   $st validate "$dir/generated.h5" --reference "$DATA/ref/showers_000.h5" \
-    --report "$dir/report" --overwrite > "$LOG/$run.validate.log" 2>&1
-  tail -n 25 "$LOG/$run.validate.log"
-  cp "$dir/metrics.jsonl" "$LOG/$run.metrics.jsonl"
-  cp "$dir/report/scores.json" "$LOG/$run.scores.json"
+    --report "$dir/report" --overwrite > "$LOG/$name.validate.log" 2>&1
+  tail -n 25 "$LOG/$name.validate.log"
+  cp "$dir/report/scores.json" "$LOG/$name.scores.json"
   last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
-  tar -C "$dir" -czf "$OUT/$run.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
+  tar -C "$dir" -czf "$OUT/$name.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
     "$(basename "$last")"
-  tar -C "$dir" -czf "$LOG/$run.report.tgz" report
-  python - "$dir/metrics.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if "val/fidelity" in r:
-        print("  epoch", r["epoch"], "step", r["step"], "val/fidelity", round(r["val/fidelity"], 3))
-PY
+  tar -C "$dir" -czf "$LOG/$name.report.tgz" report
 done
 # one archive: the logs, metrics and report of every run
-tar -C "$LOG" -czf "$OUT/study-$(echo "$@" | tr ' ' '_').tgz" .
+names="$*"; names=${names//:/-s}
+tar -C "$LOG" -czf "$OUT/study-${names// /_}.tgz" .
