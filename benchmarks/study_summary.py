@@ -81,20 +81,38 @@ def per_setting_table(groups: dict[str, list[str]], scores: dict) -> None:
 
 def plot(out: Path, groups: dict[str, list[str]], all_rows: dict, scores: dict) -> None:
     fig, (ax_fid, ax_sf, ax_res) = plt.subplots(1, 3, figsize=(16, 4.5))
-    for color, (name, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"],
-                                   groups.items(), strict=False):
+    for color, (name, runs) in zip(
+        plt.rcParams["axes.prop_cycle"].by_key()["color"], groups.items(), strict=False
+    ):
         for i, run in enumerate(runs):
             rows = all_rows[run]
-            ax_fid.plot([r["epoch"] for r in rows], [r["val/fidelity"] for r in rows],
-                        marker=".", color=color, alpha=0.8, label=name if i == 0 else None)
+            ax_fid.plot(
+                [r["epoch"] for r in rows],
+                [r["val/fidelity"] for r in rows],
+                marker=".",
+                color=color,
+                alpha=0.8,
+                label=name if i == 0 else None,
+            )
         bins = [b for b in scores[runs[0]]["bins"] if "sf_rel_error" in scores[runs[0]]["bins"][b]]
         for ax, key, shift in ((ax_sf, "sf_rel_error", 1), (ax_res, "resolution_ratio", 0)):
             values = [[shift + scores[r]["bins"][b][key] for r in runs] for b in bins]
             errors = [statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0 for v in values]
-            ax.errorbar(bins, [statistics.mean(v) for v in values], yerr=errors, marker="o",
-                        capsize=3, color=color, label=f"{name} ({len(runs)})")
-    ax_fid.set(xlabel="epoch", ylabel="val/fidelity (2,000 showers)", yscale="log",
-               title="fidelity after each epoch")
+            ax.errorbar(
+                bins,
+                [statistics.mean(v) for v in values],
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                color=color,
+                label=f"{name} ({len(runs)})",
+            )
+    ax_fid.set(
+        xlabel="epoch",
+        ylabel="val/fidelity (2,000 showers)",
+        yscale="log",
+        title="fidelity after each epoch",
+    )
     ax_sf.axhline(1, color="k", lw=0.8)
     ax_sf.set(ylabel="SF gen / SF ref", title="sampled fraction, best.pt (10k vs 10k)")
     ax_res.axhline(1, color="k", lw=0.8)
