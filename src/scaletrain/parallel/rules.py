@@ -252,7 +252,7 @@ class Gem:
         return {"proxy": dict(self._proxy), "seen": dict(self._seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # on the host, where the master's central vector is (a checkpoint may be mapped to a GPU)
+        # on the host, where the master's central vector is
         self._proxy = {int(c): t.cpu().clone() for c, t in state.get("proxy", {}).items()}
         self._seen = {int(c): t.cpu().clone() for c, t in state.get("seen", {}).items()}
 

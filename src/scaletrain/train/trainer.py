@@ -105,7 +105,9 @@ class Trainer:
         self.saved_step = -1  # the step of the last checkpoint written (or taken part in)
         self.best: dict[str, Any] = {}
         if resume:
-            self._load(ckpt.load_checkpoint(self.run_dir, map_location=self.device))
+            # on the host: the random streams' states must be CPU tensors to be set, and the
+            # models and optimizers copy theirs to their own devices
+            self._load(ckpt.load_checkpoint(self.run_dir))
         else:
             # other ranks draw other dropout masks; their initial weights are already equal
             torch.manual_seed(rank_seed(cfg.run.seed, self.strategy.rank))
@@ -413,7 +415,7 @@ class Trainer:
         own = ranks[self.strategy.group_rank] if self.strategy.group_rank < len(ranks) else state
         path = self._own_state_path()
         if self.strategy.keeps_own_state and path.is_file():  # optimizers, streams, strategy
-            own = ckpt.load_checkpoint(path, self.device, required=("optimizers", "rng"))
+            own = ckpt.load_checkpoint(path, required=("optimizers", "rng"))
             for name, optimizer_state in own["optimizers"].items():
                 if name in self.task.optimizers:
                     self.task.optimizers[name].load_state_dict(optimizer_state)
