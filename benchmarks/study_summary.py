@@ -55,8 +55,9 @@ def per_run_table(out: Path, runs: list[str], all_rows: dict, scores: dict) -> r
         best = min(rows, key=lambda r: r["val/fidelity"])
         late = statistics.median(r["val/fidelity"] for r in rows if r["epoch"] in common)
         overall = scores[run]["overall"]
+        span = f"{statistics.median(spans):.0f}" if spans else "—"
         print(
-            f"| {run} | {len(rows)} | {statistics.median(spans):.0f} | "
+            f"| {run} | {len(rows)} | {span} | "
             f"{best['val/fidelity']:.1f} ({best['epoch']}) | {late:.1f} | "
             f"{scores[run]['fidelity']:.2f} | {100 * overall['sf_rel_error']:+.1f} % | "
             f"{overall['resolution_ratio']:.2f} | {overall['auc']:.3f} |"
