@@ -40,7 +40,7 @@ def mean_se(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {se:.2f}"
 
 
-def per_run_table(out: Path, runs: list[str], all_rows: dict, scores: dict) -> range:
+def per_run_table(runs: list[str], all_rows: dict, scores: dict) -> None:
     # the epochs every run reached, second half: where the runs compare at equal data
     last = min(len(rows) for rows in all_rows.values())
     common = range(last // 2 + 1, last + 1)
@@ -62,7 +62,6 @@ def per_run_table(out: Path, runs: list[str], all_rows: dict, scores: dict) -> r
             f"{scores[run]['fidelity']:.2f} | {100 * overall['sf_rel_error']:+.1f} % | "
             f"{overall['resolution_ratio']:.2f} | {overall['auc']:.3f} |"
         )
-    return common
 
 
 def per_setting_table(groups: dict[str, list[str]], scores: dict) -> None:
@@ -133,7 +132,7 @@ def main(out: Path, runs: list[str]) -> None:
     groups: dict[str, list[str]] = {}
     for run in runs:
         groups.setdefault(setting(run), []).append(run)
-    per_run_table(out, runs, all_rows, scores)
+    per_run_table(runs, all_rows, scores)
     if any(len(g) > 1 for g in groups.values()):
         per_setting_table(groups, scores)
     plot(out, groups, all_rows, scores)

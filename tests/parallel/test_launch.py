@@ -137,7 +137,7 @@ def test_the_slurm_script_stops_on_its_signal_and_a_second_job_continues(class_o
     first = job(500, SIGNAL="1")
     assert "continuing" not in first.stdout and "stopped by SIGUSR1" in first.stdout
     assert "the next job of the chain continues" in first.stdout
-    epochs = load_checkpoint(run, map_location="cpu")["epoch"]
+    epochs = load_checkpoint(run)["epoch"]
     assert 1 <= epochs < 500
     second = job(epochs + 1)
     assert "continuing" in second.stdout and f"trained {epochs + 1} epochs" in second.stdout

@@ -105,7 +105,7 @@ def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
     assert out.count("stopped by SIGTERM") == 1, out
     stopped_at = checkpoint_steps(run)[-1]
     assert f"after step {stopped_at} " in out and f"{run}/ckpt-step" in out and "--resume" in out
-    epochs = load_checkpoint(run, map_location="cpu")["epoch"]
+    epochs = load_checkpoint(run)["epoch"]
     assert 1 <= epochs < 200
     again = subprocess.run(
         [*command, "--np", "2", "--resume", "--epochs", str(epochs + 1)],
@@ -115,7 +115,7 @@ def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
     assert f"trained {epochs + 1} epochs" in again.stdout
     # (a stop after an epoch's last step leaves its end to the resumed run: the same step)
     assert checkpoint_steps(run)[-1] >= stopped_at
-    assert load_checkpoint(run, map_location="cpu")["epoch"] == epochs + 1
+    assert load_checkpoint(run)["epoch"] == epochs + 1
 
 
 @pytest.mark.mpi

@@ -38,12 +38,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(
-    path: str | Path,
-    map_location: str | torch.device = "cpu",
-    required: tuple[str, ...] = ("config", "models"),
+    path: str | Path, required: tuple[str, ...] = ("config", "models")
 ) -> dict[str, Any]:
-    """Load and check a checkpoint (with the `required` keys); any problem is one
-    CheckpointError naming the file."""
+    """Load and check a checkpoint (with the `required` keys) onto the host; any problem is
+    one CheckpointError naming the file. On the host because random streams' states can be
+    set only from CPU tensors (a resume on a GPU failed when they were mapped there); models
+    and optimizers copy their states to their own devices."""
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -53,7 +53,7 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise CheckpointError(

@@ -105,8 +105,6 @@ class Trainer:
         self.saved_step = -1  # the step of the last checkpoint written (or taken part in)
         self.best: dict[str, Any] = {}
         if resume:
-            # on the host: the random streams' states must be CPU tensors to be set, and the
-            # models and optimizers copy theirs to their own devices
             self._load(ckpt.load_checkpoint(self.run_dir))
         else:
             # other ranks draw other dropout masks; their initial weights are already equal
