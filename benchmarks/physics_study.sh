@@ -2,7 +2,8 @@
 # The GPU study of docs/physics.md: train the published 3DGAN on simulated showers with one
 # process and with several, then generate and validate each against an independent sample.
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
-#   RUN: single | allreduce | allreduce-scaled | downpour   (the last three need 2 GPUs),
+#   RUN: single | allreduce | allreduce-scaled | allreduce-warm5 | allreduce-sqrt | downpour
+#   (all but single: several processes; one GPU each on a machine with enough),
 #   or RUN:SEED (e.g. single:1): that run with run.seed=SEED (its initial weights, the order
 #   of its batches and its train/validation split), named RUN-sSEED
 # Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
@@ -53,6 +54,10 @@ for spec in "$@"; do
     single) args=() ;;
     allreduce) args=(--mode allreduce --np 2) ;;
     allreduce-scaled) args=(--mode allreduce --np 2 --set parallel.lr_scaling=linear
+      --set parallel.warmup_epochs=1) ;;
+    allreduce-warm5) args=(--mode allreduce --np 2 --set parallel.lr_scaling=linear
+      --set parallel.warmup_epochs=5) ;;  # seed 001's warm-up
+    allreduce-sqrt) args=(--mode allreduce --np 2 --set parallel.lr_scaling=sqrt
       --set parallel.warmup_epochs=1) ;;
     downpour) args=(--mode downpour --np 3) ;;
     *) echo "unknown run $run"; exit 2 ;;
