@@ -27,6 +27,17 @@ def test_mpiexec_next_to_the_interpreter_is_preferred():
     assert Path(find_mpiexec()).parent == Path(sys.executable).parent
 
 
+def test_scaletrain_mpiexec_names_the_launcher(monkeypatch, tmp_path):
+    mpirun = tmp_path / "mpirun"
+    mpirun.write_text("#!/bin/sh\n")
+    mpirun.chmod(0o755)
+    monkeypatch.setenv("SCALETRAIN_MPIEXEC", str(mpirun))
+    assert find_mpiexec() == str(mpirun)
+    monkeypatch.setenv("SCALETRAIN_MPIEXEC", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"SCALETRAIN_MPIEXEC=.*missing: no such executable"):
+        find_mpiexec()
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -3,6 +3,7 @@ resumed run then ends like one never stopped."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from _mpi import clean_env, run_driver
 
 from scaletrain.config import load_config, save_config
+from scaletrain.parallel.launch import find_mpiexec
 from scaletrain.train.checkpoint import load_checkpoint
 from scaletrain.train.stopping import EXIT_STOPPED
 
@@ -79,29 +81,53 @@ def test_a_signalled_worker_stops_its_parameter_server_with_a_checkpoint(
     _stopped_at_then_resumed_exactly(results, checksums, 130, by="workers")
 
 
+KILLING_MPIEXEC = """\
+import os, signal, subprocess, sys
+job = subprocess.Popen([{real!r}, *sys.argv[1:]], start_new_session=True)
+def abort(signum, frame):  # as Open MPI's mpirun does, without its few seconds' grace
+    os.killpg(job.pid, signal.SIGKILL)
+    sys.exit(1)
+signal.signal(signal.SIGTERM, abort)
+sys.exit(job.wait())
+"""
+
+
 @pytest.mark.mpi
 @pytest.mark.timeout(200)
+@pytest.mark.parametrize("to", ["launcher", "group", "kill"])
 def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
-    class_overrides, tmp_path
+    class_overrides, tmp_path, to
 ):
-    """`scaletrain train --np 2` passes SIGTERM on to mpiexec, which passes it to both ranks:
-    the job ends with exit code 75 and a checkpoint, and --resume continues from it."""
+    """`scaletrain train --np 2` passes SIGTERM on to its processes: the job ends with exit
+    code 75 and a checkpoint, and --resume continues from it. `group`: SIGTERM to the
+    launcher's whole process group (as `timeout` and Ctrl-C send it), with an mpiexec that
+    kills its processes at once on SIGTERM: the signal must not reach that mpiexec. `kill`:
+    SIGKILL to the launcher; its mpiexec gets SIGTERM and passes it on (MPICH's does)."""
+    env = clean_env()
+    if to == "group":
+        fake = tmp_path / "mpiexec"
+        fake.write_text(f"#!{sys.executable}\n" + KILLING_MPIEXEC.format(real=find_mpiexec()))
+        fake.chmod(0o755)
+        env["SCALETRAIN_MPIEXEC"] = str(fake)
     config = tmp_path / "stop.yaml"
     run = tmp_path / "stop"
     save_config(load_config(None, class_overrides("stop", "train.epochs=200")), config)
     command = [sys.executable, "-m", "scaletrain", "train", str(config), "--mode", "allreduce"]
     job = subprocess.Popen(
         [*command, "--np", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=clean_env(),
+        env=env, start_new_session=True,
     )  # fmt: skip
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()
         time.sleep(0.2)  # until the first epoch has ended
-    job.send_signal(signal.SIGTERM)
-    out, err = job.communicate(timeout=120)
-    assert job.returncode == EXIT_STOPPED, err[-3000:]
+    if to == "group":
+        os.killpg(job.pid, signal.SIGTERM)
+    else:
+        job.send_signal(signal.SIGKILL if to == "kill" else signal.SIGTERM)
+    out, err = job.communicate(timeout=120)  # (the processes hold its pipes to the end)
+    assert job.returncode == (-signal.SIGKILL if to == "kill" else EXIT_STOPPED), err[-3000:]
     assert out.count("stopped by SIGTERM") == 1, out
     stopped_at = checkpoint_steps(run)[-1]
     assert f"after step {stopped_at} " in out and f"{run}/ckpt-step" in out and "--resume" in out
@@ -109,7 +135,7 @@ def test_sigterm_to_scaletrain_np_stops_the_job_with_a_checkpoint_and_code_75(
     assert 1 <= epochs < 200
     again = subprocess.run(
         [*command, "--np", "2", "--resume", "--epochs", str(epochs + 1)],
-        capture_output=True, text=True, timeout=120, env=clean_env(),
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"trained {epochs + 1} epochs" in again.stdout

@@ -48,7 +48,7 @@ def train(
 
     from scaletrain.config import load_config
     from scaletrain.parallel import World, make_layout, make_strategy
-    from scaletrain.parallel.launch import relaunch
+    from scaletrain.parallel.launch import register_with_launcher, relaunch
     from scaletrain.parallel.world import launched_by_mpi
     from scaletrain.train.stopping import EXIT_STOPPED, StopSignals
     from scaletrain.train.trainer import train as run_training
@@ -82,6 +82,7 @@ def train(
         argv = ["--debug", *argv] if debug_enabled() else argv
         raise typer.Exit(relaunch(np_, argv, forward=stop.signals))
     world = World.detect()
+    register_with_launcher()  # for a --np launcher's stop signals
     if np_ and world.size != np_:
         raise ConfigError(f"--np {np_} but the launcher started {world.size} processes")
     try:

@@ -1,24 +1,45 @@
 """`--np N`: re-execute this very command under `mpiexec -n N` and hand back its exit code.
 
-The mpiexec next to the Python interpreter comes first (the `mpich` wheel installs one in the
-virtual environment, matching the MPI library that mpi4py loads), then the one on PATH.
+`SCALETRAIN_MPIEXEC` names the launcher; else the mpiexec next to the Python interpreter
+comes first (the `mpich` wheel installs one in the virtual environment, matching the MPI
+library that mpi4py loads), then the one on PATH.
+
+Stop signals go to the processes themselves, not through mpiexec: Open MPI's mpirun answers
+SIGTERM by killing its processes within seconds, before a slow step can end with a
+checkpoint. So mpiexec runs in a session of its own, out of reach of signals sent to this
+process's group (`timeout`, Ctrl-C), and each process on this host registers its pid in a
+directory this process made (`register_with_launcher`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from scaletrain.errors import ConfigError
 
+MPIEXEC_ENV = "SCALETRAIN_MPIEXEC"
+PIDS_ENV = "SCALETRAIN_LAUNCHER_PIDS"  # the directory where a relaunched process registers
+
 
 def find_mpiexec() -> str:
-    """Path of an MPI launcher: next to sys.executable, else mpiexec / mpirun on PATH."""
+    """Path of an MPI launcher: $SCALETRAIN_MPIEXEC, next to sys.executable, else mpiexec /
+    mpirun on PATH."""
+    chosen = os.environ.get(MPIEXEC_ENV)
+    if chosen:
+        found = shutil.which(chosen)
+        if not found:
+            raise ConfigError(f"{MPIEXEC_ENV}={chosen}: no such executable")
+        return found
     here = Path(sys.executable).parent
     for name in ("mpiexec", "mpirun"):
         candidate = here / name
@@ -51,20 +72,61 @@ def relaunch_command(n: int, argv: list[str]) -> list[str]:
     return [find_mpiexec(), "-n", str(n), sys.executable, "-m", "scaletrain", *without_np(argv)]
 
 
+def register_with_launcher() -> None:
+    """Tell a `--np` launcher on this host this process's pid, for its stop signals."""
+    pids = os.environ.get(PIDS_ENV)
+    if pids and Path(pids).is_dir():  # not there: started on another host
+        (Path(pids) / f"{socket.gethostname()}-{os.getpid()}").touch()
+
+
+def registered(pids: Path) -> list[int]:
+    host = f"{socket.gethostname()}-"
+    return [int(p.name.removeprefix(host)) for p in pids.glob(f"{host}*")]
+
+
+def _term_on_parent_exit() -> Callable[[], None] | None:
+    """For the child before exec (Linux): SIGTERM when this launcher dies, even by SIGKILL,
+    so that mpiexec in its own session does not outlive it."""
+    try:  # looked up here: the child may only call it
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        return None
+    return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def relaunch(n: int, argv: list[str], forward: Sequence[signal.Signals] = ()) -> int:
     """Run `scaletrain <argv>` on n processes under mpiexec; returns its exit code. The
-    `forward` signals sent to this process go on to mpiexec, which passes them to its
-    processes (Ctrl-C reaches mpiexec from the terminal itself)."""
-    process = subprocess.Popen(relaunch_command(n, argv))
-    previous = {
-        s: signal.signal(s, lambda signum, _: process.send_signal(signum))
-        for s in forward
-        if s != signal.SIGINT
-    }
+    `forward` signals sent to this process go on to the processes registered on this host
+    (one is enough: it tells the others), or to mpiexec while none has registered yet.
+    Ctrl-C otherwise stops mpiexec."""
+    pids = Path(tempfile.mkdtemp(prefix="scaletrain-np-"))
+    process = subprocess.Popen(
+        relaunch_command(n, argv),
+        env={**os.environ, PIDS_ENV: str(pids)},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_term_on_parent_exit() if sys.platform == "linux" else None,
+    )
+
+    def pass_on(signum: int, _frame: object) -> None:
+        ranks = registered(pids)
+        if not ranks:  # still starting: nothing to save
+            process.send_signal(signum)
+        for pid in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {s: signal.signal(s, pass_on) for s in forward}
     try:
         return process.wait()
-    except KeyboardInterrupt:  # mpiexec got the same signal and stops its processes
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        process.wait()
         return 130
     finally:
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if process.poll() is None:  # this process is failing: take its job down with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(pids, ignore_errors=True)
