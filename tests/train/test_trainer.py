@@ -184,6 +184,7 @@ def test_a_cpu_run_on_a_machine_with_gpus_starts_neither_cuda_nor_mpi(
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     for name in ("get_device_name", "get_device_properties", "get_rng_state_all", "init"):
         monkeypatch.setattr(torch.cuda, name, touched)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a, **k: touched())
     monkeypatch.setattr(torch.Tensor, "pin_memory", touched)
     real_empty = torch.empty
 
@@ -211,3 +212,23 @@ def test_a_cpu_run_on_a_machine_with_gpus_starts_neither_cuda_nor_mpi(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "not started (one process)"
+
+
+def test_a_gpu_process_keeps_and_restores_its_own_gpus_random_stream_only(monkeypatch):
+    """A resumed job may see fewer GPUs (one per task instead of the node's): a checkpoint
+    holds each process's own GPU's stream, and an older one's list of every GPU's is read at
+    the process's own index, or skipped when that GPU is not there."""
+    from scaletrain.train.trainer import _rng_state, _set_rng_state
+
+    streams = {1: torch.tensor([1], dtype=torch.uint8), 0: torch.tensor([0], dtype=torch.uint8)}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: streams[device.index])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((s, device)))
+    gpu1 = torch.device("cuda", 1)
+    state = _rng_state(gpu1)
+    assert state["cuda"] is streams[1] and "cuda" not in _rng_state(torch.device("cpu"))
+    _set_rng_state(state, gpu1)
+    _set_rng_state({"cuda": [streams[0], streams[1]]}, gpu1)  # older: every GPU's
+    _set_rng_state({"cuda": [streams[0]]}, gpu1)  # older, GPU 1 not among them
+    _set_rng_state(state, torch.device("cpu"))
+    assert restored == [(streams[1], gpu1), (streams[1], gpu1)]

@@ -340,7 +340,7 @@ class Trainer:
             "optimizers": optimizers,
             "task": self.task.state_dict(),
             "strategy": self.strategy.state_dict(),
-            "rng": _rng_state(),
+            "rng": _rng_state(self.device),
             "best": dict(self.best),
         }
 
@@ -352,7 +352,7 @@ class Trainer:
         # this process's random streams (PyTorch's, the task's): after a resume each process
         # continues its own, as if never stopped (the ranks draw different dropout masks, and
         # only the main one validates); the replica's are gathered at the main one
-        streams = {"rng": _rng_state(), "task": self.task.state_dict()}
+        streams = {"rng": _rng_state(self.device), "task": self.task.state_dict()}
         if self.strategy.keeps_own_state:
             self._save_own_state(streams)
         ranks = self.strategy.gather(streams)
@@ -424,11 +424,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.batch_in_epoch = int(state.get("batch", 0))
         self.best = dict(state.get("best", {}))
-        rng = own.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_rng_state(own.get("rng", {}), self.device)
 
 
 def _total(values: list[Any]) -> float:
@@ -439,11 +435,25 @@ def _total(values: list[Any]) -> float:
     return (float(torch.stack(tensors).sum()) if tensors else 0.0) + rest
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_initialized():  # a process that never used CUDA draws nothing from it
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":  # its own GPU's only: a resumed job may see other GPUs
+        rng["cuda"] = torch.cuda.get_rng_state(device)
     return rng
+
+
+def _set_rng_state(rng: dict[str, Any], device: torch.device) -> None:
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    cuda = rng.get("cuda")
+    if cuda is None or device.type != "cuda":
+        return
+    if isinstance(cuda, list):  # an older checkpoint: the state of every GPU it saw
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= len(cuda):
+            return
+        cuda = cuda[index]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def train(
