@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,13 @@ from _mpi import clean_env, mpirun
 
 from scaletrain.config import load_config, save_config
 from scaletrain.errors import ConfigError
-from scaletrain.parallel.launch import find_mpiexec, relaunch_command, without_np
+from scaletrain.parallel.launch import (
+    PIDS_ENV,
+    child_env,
+    find_mpiexec,
+    relaunch_command,
+    without_np,
+)
 from scaletrain.parallel.world import World, launched_by_mpi
 from scaletrain.train.checkpoint import load_checkpoint
 
@@ -25,6 +32,13 @@ def test_np_is_removed_from_the_relaunched_command():
 
 def test_mpiexec_next_to_the_interpreter_is_preferred():
     assert Path(find_mpiexec()).parent == Path(sys.executable).parent
+
+
+def test_processes_write_plain_text_where_the_launchers_output_is_no_terminal(tmp_path):
+    """(Open MPI's processes write to terminals of its own, whatever mpirun writes to.)"""
+    assert child_env(tmp_path, terminal=False)["TERM"] == "dumb"
+    assert child_env(tmp_path, terminal=True).get("TERM") == os.environ.get("TERM")
+    assert child_env(tmp_path, terminal=True)[PIDS_ENV] == str(tmp_path)
 
 
 def test_scaletrain_mpiexec_names_the_launcher(monkeypatch, tmp_path):

@@ -94,6 +94,13 @@ def _term_on_parent_exit() -> Callable[[], None] | None:
     return lambda: prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
+def child_env(pids: Path, terminal: bool) -> dict[str, str]:
+    env = {**os.environ, PIDS_ENV: str(pids)}
+    if not terminal:  # Open MPI gives its processes terminals of their own: without this
+        env["TERM"] = "dumb"  # they would write colours and progress bars into log files
+    return env
+
+
 def relaunch(n: int, argv: list[str], forward: Sequence[signal.Signals] = ()) -> int:
     """Run `scaletrain <argv>` on n processes under mpiexec; returns its exit code. The
     `forward` signals sent to this process go on to the processes registered on this host
@@ -102,7 +109,7 @@ def relaunch(n: int, argv: list[str], forward: Sequence[signal.Signals] = ()) ->
     pids = Path(tempfile.mkdtemp(prefix="scaletrain-np-"))
     process = subprocess.Popen(
         relaunch_command(n, argv),
-        env={**os.environ, PIDS_ENV: str(pids)},
+        env=child_env(pids, terminal=sys.stdout.isatty()),
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=_term_on_parent_exit() if sys.platform == "linux" else None,
