@@ -65,8 +65,8 @@ for spec in "$@"; do
   gpus="GPU_${run//-/_}"
   if [ -n "${!gpus:-}" ]; then export CUDA_VISIBLE_DEVICES=${!gpus}; fi
   t0=$(date +%s)
-  timeout --preserve-status "$LIMIT" $st train "${common[@]}" "${args[@]}" "${seed[@]}" --run-dir "$dir" \
-    "$start" >> "$LOG/$name.train.log" 2>&1
+  timeout --preserve-status "$LIMIT" $st train "${common[@]}" "${args[@]}" "${seed[@]}" \
+    --run-dir "$dir" "$start" >> "$LOG/$name.train.log" 2>&1
   echo "$name: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
   cp "$dir/metrics.jsonl" "$LOG/$name.metrics.jsonl"
   python benchmarks/study_summary.py --epochs "$dir/metrics.jsonl"
