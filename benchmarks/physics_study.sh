@@ -14,10 +14,12 @@
 # generated from and validated like a finished run's. PARALLEL=1 starts
 # the runs at once (they share the GPUs), each archived under OUT/RUN. GPU_<run>=LIST (e.g.
 # GPU_single=1; '-' in a run's name becomes '_') shows that run only those GPUs.
-# A study longer than one job: each run leaves OUT/RUN.state.tgz (its last checkpoint, best.pt,
-# config and metrics); unpack those into RUNS/RUN and start again with RESUME=1 and a larger
-# EPOCHS: a run whose directory holds a checkpoint continues from it (the data are simulated
-# again from the same seeds, so they are the same showers).
+# A study longer than one job: each run leaves OUT/RUN.state.tgz after its training (its last
+# checkpoint, best.pt, config and metrics; OUT/RUN/RUN.state.tgz with PARALLEL=1). Start again
+# with RESUME=1 and a larger EPOCHS: a run whose directory holds a checkpoint continues from
+# it. On a fresh machine, STATE=DIR (the archives brought back, in either layout) unpacks each
+# run's archive into its empty directory first; the data are simulated again from the same
+# seeds, so they are the same showers.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
@@ -49,6 +51,11 @@ for spec in "$@"; do
   if [ "$spec" != "$run" ]; then seed=(--set "run.seed=${spec#*:}"); fi
   dir="${RUNS:-$DATA/runs}/$name"
   start=--overwrite
+  for state in "${STATE:-}/$name.state.tgz" "${STATE:-}/$name/$name.state.tgz"; do
+    if [ -n "${STATE:-}" ] && [ -f "$state" ] && ! compgen -G "$dir/ckpt-*.pt" > /dev/null; then
+      mkdir -p "$dir" && tar -C "$dir" -xzf "$state" && echo "$name: state from $state"
+    fi
+  done
   if [ "${RESUME:-0}" = 1 ] && compgen -G "$dir/ckpt-*.pt" > /dev/null; then start=--resume; fi
   case $run in
     single) args=() ;;
@@ -70,6 +77,11 @@ for spec in "$@"; do
   echo "$name: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
   cp "$dir/metrics.jsonl" "$LOG/$name.metrics.jsonl"
   python benchmarks/study_summary.py --epochs "$dir/metrics.jsonl"
+  last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
+  if [ -n "$last" ]; then  # what a later job needs to go on (best.pt may be a hard link to it)
+    tar -C "$dir" -czf "$OUT/$name.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
+      "$(basename "$last")"
+  fi
   if [ "${TRAIN_ONLY:-0}" = 1 ]; then continue; fi
   $st generate "$dir/best.pt" --out "$dir/generated.h5" --n "$REF_N" --energies 10:500 \
     --seed 2 --no-fast --overwrite > "$LOG/$name.generate.log" 2>&1
@@ -77,9 +89,6 @@ for spec in "$@"; do
     --report "$dir/report" --overwrite > "$LOG/$name.validate.log" 2>&1
   tail -n 25 "$LOG/$name.validate.log"
   cp "$dir/report/scores.json" "$LOG/$name.scores.json"
-  last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
-  tar -C "$dir" -czf "$OUT/$name.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
-    "$(basename "$last")"
   tar -C "$dir" -czf "$LOG/$name.report.tgz" report
 done
 # one archive: the logs, metrics and report of every run
