@@ -3,7 +3,9 @@
 Usage: python benchmarks/study_summary.py DIR RUN [RUN ...]
        python benchmarks/study_summary.py --epochs METRICS.jsonl   (val/fidelity per epoch)
 DIR holds, per run, RUN.metrics.jsonl (the run's metrics) and RUN.scores.json (the report's
-scores.json of its best.pt). Runs named SETTING-sSEED (physics_study.sh's RUN:SEED) are one
+scores.json of its best.pt; a run without one, stopped before it was validated, shows its
+epochs only). RUN may be a path relative to DIR (another study's run, named by its last
+part). Runs named SETTING-sSEED (physics_study.sh's RUN:SEED) are one
 setting trained from several seeds: a second table gives each setting's mean ± standard error
 over its seeds. Writes DIR/study.png: val/fidelity after each epoch, and the sampled fraction
 and resolution of the generated showers over the reference's per energy bin.
@@ -40,30 +42,37 @@ def mean_se(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {se:.2f}"
 
 
+def _best(rows: list[dict]) -> str:
+    best = min(rows, key=lambda r: r["val/fidelity"])
+    return f"{best['val/fidelity']:.1f} ({best['epoch']})"
+
+
 def per_run_table(runs: list[str], all_rows: dict, scores: dict) -> None:
-    # the epochs every run reached, second half: where the runs compare at equal data
+    # the epochs every run reached (all, and their second half): the runs at equal data
     last = min(len(rows) for rows in all_rows.values())
     common = range(last // 2 + 1, last + 1)
     print(
-        "| run | epochs | s per epoch | best val/fidelity (epoch) | median val/fidelity, "
-        f"epochs {common[0]}-{common[-1]} | fidelity 10k | SF rel. err. | SF rel. err., lowest "
-        "bin | resolution ratio | AUC |"
+        f"| run | epochs | s per epoch | best val/fidelity (epoch) | best, epochs 1-{last} | "
+        f"median val/fidelity, epochs {common[0]}-{common[-1]} | fidelity 10k | SF rel. err. | "
+        "SF rel. err., lowest bin | resolution ratio | AUC |"
     )
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         rows = all_rows[run]
         spans = [b["time"] - a["time"] for a, b in itertools.pairwise(rows)]
-        best = min(rows, key=lambda r: r["val/fidelity"])
         late = statistics.median(r["val/fidelity"] for r in rows if r["epoch"] in common)
-        overall = scores[run]["overall"]
-        lowest = next(iter(scores[run]["bins"].values()))  # where large batches hurt (seed 001)
         span = f"{statistics.median(spans):.0f}" if spans else "—"
+        cells = ["—"] * 5  # not validated
+        if run in scores:
+            overall = scores[run]["overall"]
+            lowest = next(iter(scores[run]["bins"].values()))  # large batches hurt (seed 001)
+            cells = [f"{scores[run]['fidelity']:.2f}", f"{100 * overall['sf_rel_error']:+.1f} %",
+                     f"{100 * lowest['sf_rel_error']:+.1f} %",
+                     f"{overall['resolution_ratio']:.2f}", f"{overall['auc']:.3f}"]  # fmt: skip
         print(
-            f"| {run} | {len(rows)} | {span} | "
-            f"{best['val/fidelity']:.1f} ({best['epoch']}) | {late:.1f} | "
-            f"{scores[run]['fidelity']:.2f} | {100 * overall['sf_rel_error']:+.1f} % | "
-            f"{100 * lowest['sf_rel_error']:+.1f} % | "
-            f"{overall['resolution_ratio']:.2f} | {overall['auc']:.3f} |"
+            f"| {run} | {len(rows)} | {span} | {_best(rows)} | "
+            f"{_best([r for r in rows if r['epoch'] <= last])} | {late:.1f} | "
+            + " | ".join(cells) + " |"
         )
 
 
@@ -97,6 +106,9 @@ def plot(out: Path, groups: dict[str, list[str]], all_rows: dict, scores: dict) 
                 alpha=0.8,
                 label=name if i == 0 else None,
             )
+        runs = [r for r in runs if r in scores]  # the validated ones
+        if not runs:
+            continue
         bins = [b for b in scores[runs[0]]["bins"] if "sf_rel_error" in scores[runs[0]]["bins"][b]]
         for ax, key, shift in ((ax_sf, "sf_rel_error", 1), (ax_res, "resolution_ratio", 0)):
             values = [[shift + scores[r]["bins"][b][key] for r in runs] for b in bins]
@@ -129,15 +141,22 @@ def plot(out: Path, groups: dict[str, list[str]], all_rows: dict, scores: dict) 
     print(f"\nwritten: {out / 'study.png'}")
 
 
-def main(out: Path, runs: list[str]) -> None:
-    all_rows = {run: epochs(out / f"{run}.metrics.jsonl") for run in runs}
-    scores = {run: json.loads((out / f"{run}.scores.json").read_text()) for run in runs}
+def main(out: Path, paths: list[str]) -> None:
+    runs = [Path(p).name for p in paths]
+    all_rows = {run: epochs(out / f"{p}.metrics.jsonl") for run, p in zip(runs, paths)}
+    scores = {
+        run: json.loads((out / f"{p}.scores.json").read_text())
+        for run, p in zip(runs, paths)
+        if (out / f"{p}.scores.json").exists()
+    }
     groups: dict[str, list[str]] = {}
     for run in runs:
         groups.setdefault(setting(run), []).append(run)
     per_run_table(runs, all_rows, scores)
-    if any(len(g) > 1 for g in groups.values()):
-        per_setting_table(groups, scores)
+    validated = {name: [r for r in g if r in scores] for name, g in groups.items()}
+    validated = {name: g for name, g in validated.items() if g}
+    if any(len(g) > 1 for g in validated.values()):
+        per_setting_table(validated, scores)
     plot(out, groups, all_rows, scores)
 
 
