@@ -72,7 +72,8 @@ def per_run_table(runs: list[str], all_rows: dict, scores: dict) -> None:
         print(
             f"| {run} | {len(rows)} | {span} | {_best(rows)} | "
             f"{_best([r for r in rows if r['epoch'] <= last])} | {late:.1f} | "
-            + " | ".join(cells) + " |"
+            + " | ".join(cells)
+            + " |"
         )
 
 
@@ -142,12 +143,13 @@ def plot(out: Path, groups: dict[str, list[str]], all_rows: dict, scores: dict) 
 
 
 def main(out: Path, paths: list[str]) -> None:
-    runs = [Path(p).name for p in paths]
-    all_rows = {run: epochs(out / f"{p}.metrics.jsonl") for run, p in zip(runs, paths)}
+    where = {Path(p).name: out / p for p in paths}
+    runs = list(where)
+    all_rows = {run: epochs(Path(f"{path}.metrics.jsonl")) for run, path in where.items()}
     scores = {
-        run: json.loads((out / f"{p}.scores.json").read_text())
-        for run, p in zip(runs, paths)
-        if (out / f"{p}.scores.json").exists()
+        run: json.loads(Path(f"{path}.scores.json").read_text())
+        for run, path in where.items()
+        if Path(f"{path}.scores.json").exists()
     }
     groups: dict[str, list[str]] = {}
     for run in runs:
