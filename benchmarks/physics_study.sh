@@ -17,9 +17,9 @@
 # A study longer than one job: each run leaves OUT/RUN.state.tgz after its training (its last
 # checkpoint, best.pt, config and metrics; OUT/RUN/RUN.state.tgz with PARALLEL=1). Start again
 # with RESUME=1 and a larger EPOCHS: a run whose directory holds a checkpoint continues from
-# it. On a fresh machine, STATE=DIR (the archives brought back, in either layout) unpacks each
-# run's archive into its empty directory first; the data are simulated again from the same
-# seeds, so they are the same showers.
+# it. On a fresh machine, STATE=DIR with RESUME=1 (the archives brought back, in either
+# layout) unpacks each run's archive into its empty directory first; the data are simulated
+# again from the same seeds, so they are the same showers.
 set -uo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # root on the GPU machine
@@ -51,11 +51,14 @@ for spec in "$@"; do
   if [ "$spec" != "$run" ]; then seed=(--set "run.seed=${spec#*:}"); fi
   dir="${RUNS:-$DATA/runs}/$name"
   start=--overwrite
-  for state in "${STATE:-}/$name.state.tgz" "${STATE:-}/$name/$name.state.tgz"; do
-    if [ -n "${STATE:-}" ] && [ -f "$state" ] && ! compgen -G "$dir/ckpt-*.pt" > /dev/null; then
+  fresh=1; compgen -G "$dir/ckpt-*.pt" > /dev/null && fresh=0
+  if [ -n "${STATE:-}" ] && [ "${RESUME:-0}" = 1 ] && [ $fresh = 1 ]; then
+    for state in "$STATE/$name.state.tgz" "$STATE/$name/$name.state.tgz"; do
+      [ -f "$state" ] || continue
       mkdir -p "$dir" && tar -C "$dir" -xzf "$state" && echo "$name: state from $state"
-    fi
-  done
+      break
+    done
+  fi
   if [ "${RESUME:-0}" = 1 ] && compgen -G "$dir/ckpt-*.pt" > /dev/null; then start=--resume; fi
   case $run in
     single) args=() ;;
@@ -75,12 +78,17 @@ for spec in "$@"; do
   timeout --preserve-status "$LIMIT" $st train "${common[@]}" "${args[@]}" "${seed[@]}" \
     --run-dir "$dir" "$start" >> "$LOG/$name.train.log" 2>&1
   echo "$name: train ($start) exit $? after $(( $(date +%s) - t0 )) s"
-  cp "$dir/metrics.jsonl" "$LOG/$name.metrics.jsonl"
-  python benchmarks/study_summary.py --epochs "$dir/metrics.jsonl"
+  if [ -f "$dir/metrics.jsonl" ]; then
+    cp "$dir/metrics.jsonl" "$LOG/$name.metrics.jsonl"
+    python benchmarks/study_summary.py --epochs "$dir/metrics.jsonl"
+  fi
   last=$(compgen -G "$dir/ckpt-*.pt" | sort | tail -n 1)
   if [ -n "$last" ]; then  # what a later job needs to go on (best.pt may be a hard link to it)
-    tar -C "$dir" -czf "$OUT/$name.state.tgz" config.yaml provenance.json metrics.jsonl best.pt \
-      "$(basename "$last")"
+    keep=()
+    for f in config.yaml provenance.json metrics.jsonl best.pt "$(basename "$last")"; do
+      [ -e "$dir/$f" ] && keep+=("$f")  # a run stopped early may not have them all yet
+    done
+    tar -C "$dir" -czf "$OUT/$name.state.tgz" "${keep[@]}"
   fi
   if [ "${TRAIN_ONLY:-0}" = 1 ]; then continue; fi
   $st generate "$dir/best.pt" --out "$dir/generated.h5" --n "$REF_N" --energies 10:500 \
