@@ -273,7 +273,9 @@ def test_with_one_worker_an_overlapped_run_keeps_the_batch_norm_statistics(
     for key, value in stats[1].items():
         init = 0.0 if key.endswith("running_mean") else 1.0  # PyTorch's initial statistics
         assert not torch.allclose(value, torch.full_like(value, init)), key  # they moved
-        assert torch.allclose(stats[0][key], value, rtol=1e-4, atol=1e-6), key
+        # overlap reorders the sums: up to 7e-6 apart here; taking a reply's statistics
+        # moved them by 0.07, their own size
+        assert torch.allclose(stats[0][key], value, rtol=1e-3, atol=1e-4), key
 
 
 @pytest.mark.mpi
