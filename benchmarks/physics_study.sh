@@ -51,8 +51,8 @@ for spec in "$@"; do
   if [ "$spec" != "$run" ]; then seed=(--set "run.seed=${spec#*:}"); fi
   dir="${RUNS:-$DATA/runs}/$name"
   start=--overwrite
-  fresh=1; compgen -G "$dir/ckpt-*.pt" > /dev/null && fresh=0
-  if [ -n "${STATE:-}" ] && [ "${RESUME:-0}" = 1 ] && [ $fresh = 1 ]; then
+  if [ -n "${STATE:-}" ] && [ "${RESUME:-0}" = 1 ] && ! compgen -G "$dir/ckpt-*.pt" > /dev/null
+  then
     for state in "$STATE/$name.state.tgz" "$STATE/$name/$name.state.tgz"; do
       [ -f "$state" ] || continue
       mkdir -p "$dir" && tar -C "$dir" -xzf "$state" && echo "$name: state from $state"
