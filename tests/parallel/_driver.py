@@ -3,11 +3,12 @@
     mpiexec -n N python _driver.py SPEC.json OUT.json
 
 SPEC: {"runs": [{"name": str, "config": {...}, "overrides": [...], "hang": {"rank", "step"},
-"resume": bool, "signal": {"rank", "step"}}]} ("config" is a nested config dict, optional;
-the overrides apply on top; "resume": continue the run in run.dir from its last checkpoint;
-"signal": that rank sends itself SIGUSR1 right after that step (or, {"rank", "epoch"}, at the
-main rank: after that epoch's checkpoint), every rank stopping on train.stop_signals as
-`scaletrain train` does).
+"resume": bool, "signal": {"rank", "step"}, "poison": {"rank", "step"}}]} ("config" is a
+nested config dict, optional; the overrides apply on top; "resume": continue the run in
+run.dir from its last checkpoint; "signal": that rank sends itself SIGUSR1 right after that
+step (or, {"rank", "epoch"}, at the main rank: after that epoch's checkpoint), every rank
+stopping on train.stop_signals as `scaletrain train` does; "poison": that rank's losses of
+the step after that one are NaN).
 OUT (written by rank 0): {name: {"best", "metrics", "steps", "error", "stopped",
 "checkpoint"}}; every
 rank also writes OUT.rank<r>.json with a checksum of its final weights, its last step, a
@@ -62,6 +63,18 @@ def hang_at(strategy, step: int, seconds: float) -> None:
     strategy.end_step = silent
 
 
+def poison_at(trainer: Trainer, step: int) -> None:
+    """Make this rank's losses NaN in the step after `step` steps (as a bad batch would)."""
+    make = trainer._updater
+
+    def updater(epoch: int, batch_index: int):
+        update = make(epoch, batch_index)
+        nan = float("nan")
+        return lambda name, loss: update(name, loss * nan if trainer.step == step else loss)
+
+    trainer._updater = updater
+
+
 def signal_at(count: int):
     """A callback that sends this process SIGUSR1 when called with `count` (a step, an
     epoch)."""
@@ -96,6 +109,9 @@ def main() -> None:
             step_callback=signal_at(sig["step"]) if mine_to_signal and "step" in sig else None,
             epoch_callback=signal_at(sig["epoch"]) if mine_to_signal and "epoch" in sig else None,
         )  # fmt: skip
+        poison = run.get("poison")
+        if poison and poison["rank"] == world.rank:
+            poison_at(trainer, poison["step"])
         # the rule state this process starts from (a parameter server's, after a resume)
         rule = strategy.state_dict().get("rule", {})
         mine[f"{run['name']}:proxies"] = sorted(int(c) for c in rule.get("proxy", {}))

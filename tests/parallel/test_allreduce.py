@@ -62,15 +62,22 @@ def test_gan_trains_under_allreduce_and_runs_are_reproducible(
         {"name": "gan", "config": gan.to_dict(), "overrides": ["parallel.mode=allreduce"]},
         {"name": "a", "overrides": class_overrides("a", *allreduce)},
         {"name": "b", "overrides": class_overrides("b", *allreduce)},
-    ]
+        # a NaN loss on one rank only: both skip that update and halve their rates together
+        {"name": "nan", "poison": {"rank": 1, "step": 7},
+         "overrides": class_overrides("nan", *allreduce, "train.on_nonfinite=lower_lr")},
+    ]  # fmt: skip
     results, checksums, proc = run_driver(2, runs, tmp_path / "job", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "val/loss" in results["gan"]["metrics"]
-    for name in ("gan", "a"):  # every rank ends with the same weights
+    for name in ("gan", "a", "nan"):  # every rank ends with the same weights
         assert checksums[0][name] == checksums[1][name], name
     losses = [_train_losses(tmp_path / name) for name in ("a", "b")]
     assert losses[0] and losses[0] == losses[1]
     assert results["a"]["best"]["value"] > 0.8
+    assert "error" not in results["nan"] and results["nan"]["steps"] == results["a"]["steps"]
+    skipped = (tmp_path / "nan" / "nonfinite.log").read_text().splitlines()
+    assert len(skipped) == 1 and "on another rank" in skipped[0], skipped
+    assert checksums[0]["nan"] != checksums[0]["a"]  # one update fewer, then halved rates
 
 
 def _train_losses(run_dir: Path) -> list[float]:

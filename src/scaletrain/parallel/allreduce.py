@@ -272,6 +272,18 @@ class AllReduceStrategy(Strategy):
         with self._collective():
             return self._vote(requested)
 
+    def agree_finite(self, finite: bool) -> bool:
+        if self.group_size == 1:
+            return finite
+        from mpi4py import MPI
+
+        # blocking: the loss was just read on the host, and every rank needs the answer
+        # before it starts the backward pass whose gradients the group averages
+        flag = np.array([finite], dtype=np.int32)
+        with self._collective():
+            self.comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MIN)
+        return bool(flag[0])
+
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         if self.group_size == 1 or not metrics:
             return metrics

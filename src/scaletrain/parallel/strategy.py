@@ -110,6 +110,12 @@ class Strategy:
         where there is a group: every process calls it after every step, or none does."""
         return requested
 
+    def agree_finite(self, finite: bool) -> bool:
+        """Whether this update's loss is finite on every process that trains this replica, so
+        that all of them skip it together (train.on_nonfinite: skip, lower_lr). Collective
+        where there is a group, as agree_stop."""
+        return finite
+
     def reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Average per-process metrics over the processes that train one model."""
         return metrics

@@ -248,7 +248,10 @@ class Trainer:
 
         def update(name: str, loss: torch.Tensor) -> None:
             optimizer = self.task.optimizers[name]
-            if not math.isfinite(loss.item()):  # one call: cheaper than isfinite, then bool
+            finite = math.isfinite(loss.item())  # one call: cheaper than isfinite, then bool
+            if on_nonfinite != "stop":  # the ranks of a replica skip or go on together
+                finite = self.strategy.agree_finite(finite)
+            if not finite:
                 self._nonfinite(name, epoch, batch_index, loss)
                 if on_nonfinite == "lower_lr":
                     for group in optimizer.param_groups:
@@ -262,7 +265,11 @@ class Trainer:
         return update
 
     def _nonfinite(self, name: str, epoch: int, batch_index: int, loss: torch.Tensor) -> None:
-        where = f"epoch {epoch}, batch {batch_index}, {name} loss = {float(loss.detach())}"
+        value = float(loss.detach())
+        whose = f"{name} loss = {value}"
+        if math.isfinite(value):
+            whose = f"{name} loss non-finite on another rank ({value:.4g} here)"
+        where = f"epoch {epoch}, batch {batch_index}, {whose}"
         if self.strategy.is_main:
             with open(self.run_dir / "nonfinite.log", "a") as fh:
                 fh.write(where + "\n")
