@@ -9,12 +9,14 @@ backpropagated through the discriminator into the generator), in eval mode, in t
 with one micro-batch, and in training mode with micro-batches against the unsplit model run
 micro-batch by micro-batch (batch norm normalizes each micro-batch by itself); then one
 RMSprop step, the gathered checkpoint state (models and optimizers) against the unsplit
-optimizer's, and loading it back.
+optimizer's, and loading it back. DEVICE=cuda runs it on the GPUs (ranks sharing one GPU
+pass their tensors over Gloo through the host), with TF32 off to compare at float32.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch
@@ -26,6 +28,7 @@ from scaletrain.models.threedgan import Discriminator
 from scaletrain.parallel import World, make_strategy
 
 BATCH, MICRO = 6, 3
+DEVICE = os.environ.get("DEVICE", "cpu")
 
 
 def build(full_discriminator: bool = False) -> dict[str, torch.nn.Module]:
@@ -33,7 +36,7 @@ def build(full_discriminator: bool = False) -> dict[str, torch.nn.Module]:
     models = build_tiny_3dgan(latent_size=16)
     if full_discriminator:  # the published discriminator's widths (dropout off: same masks)
         models["discriminator"] = Discriminator(dropout=0.0)
-    return models
+    return {name: m.to(DEVICE) for name, m in models.items()}
 
 
 def gan_losses(models, z, real, *, per_micro: int = 0):
@@ -52,7 +55,7 @@ def gan_losses(models, z, real, *, per_micro: int = 0):
     fake = run(G, z)
     real_logit, real_ep = run(D, real)
     fake_logit, fake_ep = run(D, fake.detach())
-    ones, zeros = torch.ones(BATCH), torch.zeros(BATCH)
+    ones, zeros = torch.ones(BATCH, device=z.device), torch.zeros(BATCH, device=z.device)
     d_loss = (
         F.binary_cross_entropy_with_logits(real_logit, ones)
         + F.binary_cross_entropy_with_logits(fake_logit, zeros)
@@ -75,12 +78,12 @@ def grads_of(models, d_loss, g_loss, names) -> dict[str, torch.Tensor]:
     D, G = models["discriminator"], models["generator"]
     D.zero_grad(), G.zero_grad()
     d_loss.backward(retain_graph=True)
-    out.update({f"discriminator/{n}": p.grad.clone() for n, p in names(D)})
+    out.update({f"discriminator/{n}": p.grad.cpu() for n, p in names(D)})
     D.requires_grad_(False)
     G.zero_grad()
     g_loss.backward()
     D.requires_grad_(True)
-    out.update({f"generator/{n}": p.grad.clone() for n, p in names(G)})
+    out.update({f"generator/{n}": p.grad.cpu() for n, p in names(G)})
     return out
 
 
@@ -95,6 +98,7 @@ def relative_diff(got: dict, ref: dict) -> float:
 
 
 def main() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     world = World.detect()
     out: dict = {"stages": world.size}
     for case, (full_d, train, micro) in {
@@ -104,13 +108,14 @@ def main() -> None:
         "published_discriminator": (True, False, MICRO),
     }.items():
         strategy = make_strategy(ParallelConfig(mode="pipeline", microbatches=micro), world)
-        strategy.device("cpu")
-        split = strategy.place_models(build(full_d), torch.device("cpu"))
+        device = strategy.device(DEVICE)
+        split = strategy.place_models(build(full_d), device)
         gen = torch.Generator().manual_seed(1)
-        z = torch.randn(BATCH, 16, generator=gen)
+        z = torch.randn(BATCH, 16, generator=gen).to(device)
         real = torch.rand(BATCH, 1, 25, 25, 25, generator=gen) * (
             torch.rand(BATCH, 1, 25, 25, 25, generator=gen) < 0.05
         )
+        real = real.to(device)
         for m in split.values():
             m.train(train)
         d_loss, g_loss = gan_losses(split, z, real)
@@ -166,14 +171,15 @@ def check_checkpoint_state(world, strategy, split, z, real) -> dict:
         for name, model in reference.items():
             sd = model.state_dict()
             assert list(models[name]) == list(sd), name  # same keys, same order
-            diffs = [float((models[name][k] - sd[k]).abs().max().float()) for k in sd]
+            diffs = [float((models[name][k].cpu() - sd[k].cpu()).abs().max().float()) for k in sd]
             model_diff = max(model_diff, *diffs)
             ref_state = ref_opts[name].state_dict()
             assert opts[name]["param_groups"] == ref_state["param_groups"], name
             assert set(opts[name]["state"]) == set(ref_state["state"]), name
             for i, s in ref_state["state"].items():
                 for k, v in s.items():
-                    opt_diff = max(opt_diff, float((opts[name]["state"][i][k] - v).abs().max()))
+                    theirs = opts[name]["state"][i][k].cpu()
+                    opt_diff = max(opt_diff, float((theirs - v.cpu()).abs().max()))
             # the single process loads the gathered state as its own
             model.load_state_dict(models[name])
             ref_opts[name].load_state_dict(opts[name])

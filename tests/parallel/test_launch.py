@@ -73,6 +73,12 @@ def test_a_launcher_of_another_mpi_library_is_named_not_ignored():
         World.detect({"PMI_SIZE": "4", "PMI_RANK": "1"})
 
 
+def test_srun_without_a_pmi_plugin_is_told_to_ask_for_one():
+    with pytest.raises(ConfigError, match=r"use srun --mpi=pmix") as info:
+        World.detect({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "3"})
+    assert "launcher started 8 processes" in str(info.value)
+
+
 def test_one_process_needs_no_mpi():
     world = World.detect({})
     assert (world.rank, world.size, world.comm) == (0, 1, None)

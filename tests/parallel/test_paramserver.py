@@ -70,6 +70,41 @@ def test_a_master_optimizer_is_refused_outside_downpour(mode):
         make_strategy(cfg, World())
 
 
+@pytest.mark.parametrize("mode", ["downpour", "easgd", "gem"])
+@pytest.mark.parametrize("setting", ["lr_scaling=linear", "warmup_epochs=2"])
+def test_lr_scaling_is_refused_where_a_worker_is_one_process(mode, setting):
+    from scaletrain.config import ParallelConfig, apply_override, from_dict
+    from scaletrain.errors import ConfigError
+    from scaletrain.parallel import make_layout
+
+    raw = {"parallel": {"mode": mode}}
+    apply_override(raw, f"parallel.{setting}")
+    cfg = from_dict(raw).parallel
+    with pytest.raises(ConfigError, match=f"under --mode {mode} each worker here is one"):
+        make_layout(cfg, 3)
+    # a worker of two all-reducing processes scales with them
+    cfg.workers = 2
+    assert make_layout(cfg, 5).gpus == 2
+    assert make_layout(ParallelConfig(mode=mode), 3).workers == 2
+
+
+@pytest.mark.parametrize(
+    ("optim", "warned"),
+    [
+        ({"name": "rmsprop"}, True),
+        ({"name": "sgd", "momentum": 0.9}, True),
+        ({"name": "sgd"}, False),
+    ],
+)
+def test_gem_warns_of_workers_with_their_own_momentum(optim, warned):
+    from scaletrain.config import from_dict
+    from scaletrain.parallel import advice
+
+    notes = advice(from_dict({"parallel": {"mode": "gem"}, "optim": optim}))
+    assert bool(notes) is warned and all("--set optim.name=sgd" in n for n in notes)
+    assert advice(from_dict({"parallel": {"mode": "easgd"}, "optim": optim})) == []
+
+
 @pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), None])
 def test_a_worker_refills_its_payload_and_spare_block_by_block(rule):
     """Over 2 blocks + 3 floats the payload and the spare get the weights plus the reply's

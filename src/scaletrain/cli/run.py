@@ -47,7 +47,7 @@ def train(
     import sys
 
     from scaletrain.config import load_config
-    from scaletrain.parallel import World, make_layout, make_strategy
+    from scaletrain.parallel import World, advice, make_layout, make_strategy
     from scaletrain.parallel.launch import register_with_launcher, relaunch
     from scaletrain.parallel.world import launched_by_mpi
     from scaletrain.train.stopping import EXIT_STOPPED, StopSignals
@@ -83,6 +83,9 @@ def train(
         raise typer.Exit(relaunch(np_, argv, forward=stop.signals))
     world = World.detect()
     register_with_launcher()  # for a --np launcher's stop signals
+    if world.rank == 0:
+        for note in advice(cfg):
+            console.print(f"[yellow]warning:[/] {note}", highlight=False)
     if np_ and world.size != np_:
         raise ConfigError(f"--np {np_} but the launcher started {world.size} processes")
     try:

@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
-from scaletrain.config import ParallelConfig
+from scaletrain.config import Config, ParallelConfig
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.layout import Layout, LayoutError
 from scaletrain.parallel.strategy import Strategy
 from scaletrain.parallel.world import World
 
-__all__ = ["Layout", "LayoutError", "Strategy", "World", "make_layout", "make_strategy"]
+__all__ = ["Layout", "LayoutError", "Strategy", "World", "advice", "make_layout", "make_strategy"]
 
 PS_MODES = ("downpour", "easgd", "gem")
 
 
 def make_layout(cfg: ParallelConfig, world_size: int) -> Layout:
     """The layout this mode needs for `world_size` processes (LayoutError with the table)."""
-    if cfg.mode in PS_MODES:
-        return Layout.for_world(world_size, masters=cfg.masters, workers=cfg.workers)
-    return Layout.for_world(world_size)
+    if cfg.mode not in PS_MODES:
+        return Layout.for_world(world_size)
+    layout = Layout.for_world(world_size, masters=cfg.masters, workers=cfg.workers)
+    scaled = cfg.lr_scaling != "none" or cfg.warmup_epochs > 0
+    if scaled and layout.gpus == 1:
+        raise ConfigError(
+            f"parallel.lr_scaling and parallel.warmup_epochs scale the learning rate with the "
+            f"processes that all-reduce one replica's batch; under --mode {cfg.mode} each "
+            "worker here is one process, so there is nothing to scale: leave them at none and "
+            "0 (or use --mode allreduce)"
+        )
+    return layout
+
+
+def advice(cfg: Config) -> list[str]:
+    """Settings that run but work against the chosen mode: one line each, for the user."""
+    notes = []
+    optim = cfg.optim
+    if cfg.parallel.mode == "gem" and (optim.name != "sgd" or optim.momentum > 0):
+        notes.append(
+            f"--mode gem supplies the momentum itself and expects workers with plain SGD; "
+            f"with optim.name={optim.name}, momentum={optim.momentum:g} it over-amplifies "
+            "their updates (--set optim.name=sgd --set optim.momentum=0)"
+        )
+    return notes
 
 
 def make_strategy(cfg: ParallelConfig, world: World) -> Strategy:

@@ -264,10 +264,25 @@ class _Meta:
 class Links:
     """Tensors between the stages over torch.distributed (Gloo on CPU, NCCL on GPU). Every
     message starts with a small int64 header (the model call it belongs to, then dtype and
-    shape of each tensor), so the receiver needs no prior knowledge of activation shapes."""
+    shape of each tensor), so the receiver needs no prior knowledge of activation shapes.
 
-    def __init__(self, rank: int, size: int, device: torch.device, timeout_s: float = 60.0) -> None:
+    `wire` is where tensors travel from: the device itself, or the host when GPU tensors go
+    over Gloo (several stages sharing one GPU: Gloo's point-to-point calls take host memory
+    only)."""
+
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        device: torch.device,
+        timeout_s: float = 60.0,
+        wire: torch.device | None = None,
+    ) -> None:
         self.rank, self.size, self.device, self.timeout_s = rank, size, device, timeout_s
+        self.wire = wire or device
+
+    def _arrived(self, buf: torch.Tensor) -> torch.Tensor:
+        return buf if self.wire == self.device else buf.to(self.device)
 
     @contextmanager
     def _waiting(self, what: str, peer: int) -> Iterator[None]:
@@ -300,7 +315,7 @@ class Links:
             dims = list(t.shape) + [0] * (_MAX_DIMS - t.dim())
             h += [_DTYPES.index(t.dtype), int(t.requires_grad), t.dim(), *dims]
         h += [0] * (_HEADER - len(h))
-        return torch.tensor(h, dtype=torch.int64, device=self.device)
+        return torch.tensor(h, dtype=torch.int64, device=self.wire)
 
     @staticmethod
     def _parse(header: torch.Tensor) -> tuple[int, int, list[_Meta]]:
@@ -329,7 +344,7 @@ class Links:
         pending: list[Any] = [header, dist.isend(header, dst, tag=tag)]
         for t in tensors:
             if t is not None:
-                t = t.detach().contiguous()
+                t = t.detach().to(self.wire).contiguous()
                 pending += [t, dist.isend(t, dst, tag=tag)]
         return pending
 
@@ -339,7 +354,7 @@ class Links:
         """(kind, tensors, requires_grad flags) of the next message from `src`."""
         import torch.distributed as dist
 
-        header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
+        header = torch.empty(_HEADER, dtype=torch.int64, device=self.wire)
         with self._waiting("receiving from", src):
             dist.recv(header, src, tag=tag)
         got, kind, metas = self._parse(header)
@@ -349,10 +364,10 @@ class Links:
             if meta.dtype is None:
                 tensors.append(None)
                 continue
-            buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.device)
+            buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.wire)
             with self._waiting("receiving from", src):
                 dist.recv(buf, src, tag=tag)
-            tensors.append(buf)
+            tensors.append(self._arrived(buf))
         return kind, tensors, [m.requires_grad for m in metas]
 
     def broadcast(
@@ -366,31 +381,36 @@ class Links:
         if mine:
             header = self._header(call, int(spec_text is not None), list(tensors or []))
         else:
-            header = torch.empty(_HEADER, dtype=torch.int64, device=self.device)
+            header = torch.empty(_HEADER, dtype=torch.int64, device=self.wire)
         with self._waiting("the broadcast from", src):
             dist.broadcast(header, src)
         got, changed, metas = self._parse(header)
         self._check(got, call, src)
         if changed:
             box = [spec_text]
-            dist.broadcast_object_list(box, src, device=self.device)
+            dist.broadcast_object_list(box, src, device=self.wire)
             spec_text = box[0]
         out = []
         for i, meta in enumerate(metas):
             if mine and tensors is not None:
-                buf = tensors[i].contiguous()
+                out.append(tensors[i].contiguous())
+                buf = out[-1].to(self.wire)
             else:
-                buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.device)
+                buf = torch.empty(meta.shape, dtype=meta.dtype, device=self.wire)
             with self._waiting("the broadcast from", src):
                 dist.broadcast(buf, src)
-            out.append(buf)
+            if not mine or tensors is None:
+                out.append(self._arrived(buf))
         return out, spec_text if changed else None
 
     def broadcast_like(self, tensor: torch.Tensor, src: int) -> torch.Tensor:
         import torch.distributed as dist
 
+        buf = tensor.to(self.wire)
         with self._waiting("the broadcast from", src):
-            dist.broadcast(tensor, src)
+            dist.broadcast(buf, src)
+        if buf is not tensor:
+            tensor.copy_(buf)
         return tensor
 
     def wait(self, pending: list[Any], peer: int) -> None:
@@ -773,9 +793,14 @@ class PipelineStrategy(Strategy):
     def place_models(
         self, models: dict[str, nn.Module], device: torch.device
     ) -> dict[str, nn.Module]:
+        wire = None
         if self.stages > 1:
+            import torch.distributed as dist
+
             init_process_group(self.world.comm, device, self.cfg.timeout_s)
-        self._links = Links(self.rank, self.stages, device, self.cfg.timeout_s)
+            if dist.get_backend() == "gloo":
+                wire = torch.device("cpu")
+        self._links = Links(self.rank, self.stages, device, self.cfg.timeout_s, wire)
         out: dict[str, nn.Module] = {}
         for name, model in models.items():
             layers = chain_of(name, model)

@@ -82,10 +82,17 @@ class World:
         comm = MPI.COMM_WORLD
         expected = launched_size(environ)
         if comm.size == 1 and expected > 1:
+            env = os.environ if environ is None else environ
+            # srun without --mpi (and a cluster default of none) starts processes without PMI
+            how = (
+                "srun --mpi=pmix (or pmi2; `srun --mpi=list` shows what the cluster offers)"
+                if "SLURM_STEP_NUM_TASKS" in env
+                else "its mpiexec"
+            )
             raise ConfigError(
                 f"the launcher started {expected} processes but MPI sees only this one: the "
                 f"launcher does not belong to the MPI library mpi4py uses "
-                f"({MPI.Get_library_version().splitlines()[0].strip()}); use its mpiexec"
+                f"({MPI.Get_library_version().splitlines()[0].strip()}); use {how}"
             )
         # node-local rank picks the GPU: one process per GPU
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
