@@ -32,10 +32,11 @@ def test_lr_scaling_keeps_other_changes_to_the_learning_rate():
 
 
 @pytest.mark.mpi
-@pytest.mark.timeout(120)
-def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
+@pytest.mark.timeout(160)
+@pytest.mark.parametrize("n", [2, 6])
+def test_n_processes_with_batch_b_equal_one_process_with_batch_nb(tmp_path, n):
     out = tmp_path / "out.json"
-    proc = mpirun(2, [str(HERE / "_allreduce_equivalence.py"), str(out)], timeout=100)
+    proc = mpirun(n, [str(HERE / "_allreduce_equivalence.py"), str(out)], timeout=140)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["buckets"] >= 2  # several buckets, overlapped with backward

@@ -122,6 +122,19 @@ def test_a_layout_that_cannot_fill_np_fails_before_launching(class_overrides, tm
 
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
+def test_a_layout_that_does_not_fit_the_launched_world_is_told_once(class_overrides, tmp_path):
+    """Every rank finds the mismatch; rank 0 alone prints it, with the role table."""
+    config = _config(class_overrides, tmp_path, "bad")
+    args = ["-m", "scaletrain", "train", str(config), "--mode", "downpour", "--masters", "2"]
+    done = mpirun(4, args, timeout=100)
+    assert done.returncode != 0
+    assert done.stderr.count("needs 5 processes but the MPI world has 4") == 1, done.stderr
+    assert done.stderr.count("error:") == 1 and "error: rank 0:" in done.stderr
+    assert "sub-master" in done.stderr
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
 def test_started_by_mpiexec_directly_the_master_writes_the_run(class_overrides, tmp_path):
     config = _config(class_overrides, tmp_path, "direct", "parallel.easgd_tau=4")
     args = ["-m", "scaletrain", "train", str(config), "--mode", "easgd"]

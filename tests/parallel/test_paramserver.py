@@ -91,9 +91,10 @@ def test_lr_scaling_is_refused_where_a_worker_is_one_process(mode, setting):
 @pytest.mark.parametrize(
     ("optim", "warned"),
     [
-        ({"name": "rmsprop"}, True),
         ({"name": "sgd", "momentum": 0.9}, True),
+        ({"name": "rmsprop", "momentum": 0.5}, True),
         ({"name": "sgd"}, False),
+        ({"name": "rmsprop"}, False),  # the 3DGAN's: plain SGD cannot train it
     ],
 )
 def test_gem_warns_of_workers_with_their_own_momentum(optim, warned):
@@ -101,7 +102,7 @@ def test_gem_warns_of_workers_with_their_own_momentum(optim, warned):
     from scaletrain.parallel import advice
 
     notes = advice(from_dict({"parallel": {"mode": "gem"}, "optim": optim}))
-    assert bool(notes) is warned and all("--set optim.name=sgd" in n for n in notes)
+    assert bool(notes) is warned and all("--set optim.momentum=0" in n for n in notes)
     assert advice(from_dict({"parallel": {"mode": "easgd"}, "optim": optim})) == []
 
 
@@ -440,6 +441,49 @@ def test_sub_masters_aggregate_their_workers_under_a_top_master(class_overrides,
     assert results["sub"]["metrics"]["ps/updates"] > 0
     # the top master's clients are sub-masters, whose time is not a worker's
     assert "ps/worker_exchange" not in results["sub"]["metrics"]
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(300)
+def test_seven_processes_hybrid_workers_and_a_gan_under_gem_sub_masters(
+    tiny_gan_config, class_overrides, tmp_path
+):
+    """Seven processes, two layouts: downpour with 1 master + 3 workers of 2 processes each (each
+    worker all-reduces its own gradients, its lead exchanges with the master; rank 4's loss turns
+    NaN once and its worker skips that update on both of its ranks), and GEM with a top
+    master, 2 sub-masters and 4 workers training both models of a GAN."""
+    hybrid = class_overrides(
+        "hybrid", "parallel.mode=downpour", "parallel.workers=3", "train.epochs=5",
+        "train.on_nonfinite=skip",
+    )  # fmt: skip
+    gan = tiny_gan_config(
+        f"run.dir={tmp_path / 'gan'}", "train.epochs=1", "run.device=cpu", "run.threads=1",
+        "data.max_showers=160", "parallel.mode=gem", "parallel.masters=2",
+    )  # fmt: skip
+    runs = [
+        {"name": "hybrid", "overrides": hybrid, "poison": {"rank": 4, "step": 5}},
+        {"name": "gan", "config": gan.to_dict()},
+    ]
+    results, checksums, proc = run_driver(7, runs, tmp_path / "job", timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    world = json.loads((tmp_path / "hybrid" / "provenance.json").read_text())["world"]
+    assert world["layout"]["gpus"] == 2 and world["layout"]["workers"] == 3, world
+    assert results["hybrid"]["best"]["value"] > 0.85
+    # the two processes of each worker end on the same weights; the three workers differ
+    replicas = [checksums[r]["hybrid"] for r in range(1, 7)]
+    assert replicas[0::2] == replicas[1::2]
+    assert len(set(replicas[0::2])) == 3
+    # a worker's non-finite losses are logged beside its own state, by each of its ranks
+    logs = sorted((tmp_path / "hybrid" / "ranks").glob("nonfinite.*.log"))
+    assert [p.name for p in logs] == ["nonfinite.rank3.log", "nonfinite.rank4.log"]
+    lead, poisoned = (p.read_text().splitlines() for p in logs)
+    assert len(lead) == 1 and "on another rank" in lead[0], lead
+    assert poisoned == ["epoch 0, batch 5, model loss = nan"], poisoned
+    metrics = results["gan"]["metrics"]
+    assert metrics["ps/updates"] > 0 and metrics["ps/staleness_max"] > 0
+    assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("val/d_loss", "val/g_loss"))
+    state = load_checkpoint(tmp_path / "gan" / "best.pt")
+    assert set(state["models"]) == {"generator", "discriminator"}
 
 
 @pytest.mark.parametrize("rule", [Downpour(), Easgd(alpha=0.25), Gem()])

@@ -44,5 +44,5 @@ def test_every_mode_reaches_single_process_accuracy_within_two_points(class_over
     ))  # fmt: skip
     for mode, value in accuracy.items():
         assert value >= reference - 0.02, (mode, value, reference)
-        # the master logged staleness of the updates it applied
-        assert results[mode]["metrics"]["ps/staleness_max"] >= 0
+        # two workers: the master applied some updates computed on weights older than its own
+        assert results[mode]["metrics"]["ps/staleness_max"] > 0

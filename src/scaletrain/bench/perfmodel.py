@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# parameter counts of the published models in PyTorch (docs: DESIGN.md)
+# parameter counts of the published 3DGAN as built in PyTorch (models/threedgan.py)
 GENERATOR_PARAMS = 872_808
 DISCRIMINATOR_PARAMS = 73_402
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from scaletrain.errors import ConfigError, ScaletrainError
+from scaletrain.errors import ConfigError, LayoutError, ScaletrainError
 
 from ._app import app, debug_enabled
 
@@ -44,7 +46,6 @@ def train(
 
     SIGTERM or SIGUSR1 (train.stop_signals) ends training after the current step with a
     checkpoint and exit code 75; --resume continues from it."""
-    import sys
 
     from scaletrain.config import load_config
     from scaletrain.parallel import World, advice, make_layout, make_strategy
@@ -98,10 +99,14 @@ def train(
     except ScaletrainError as exc:
         if world.size == 1:
             raise
+        if isinstance(exc, LayoutError) and world.rank != 0:
+            time.sleep(10)  # every rank has it, table and all: rank 0 tells it and ends the job
         # the other ranks would wait for this one: report, then stop the whole job
         print(f"error: rank {world.rank}: {exc}", file=sys.stderr, flush=True)
         world.abort(2)
-        raise
+        if debug_enabled():
+            raise
+        raise typer.Exit(2) from None  # said once (some MPI libraries' Abort returns)
     code = EXIT_STOPPED if result.stopped else 0
     if not strategy.is_main:
         world.close(cfg.parallel.timeout_s, last=False)

@@ -33,11 +33,11 @@ def advice(cfg: Config) -> list[str]:
     """Settings that run but work against the chosen mode: one line each, for the user."""
     notes = []
     optim = cfg.optim
-    if cfg.parallel.mode == "gem" and (optim.name != "sgd" or optim.momentum > 0):
+    if cfg.parallel.mode == "gem" and optim.momentum > 0:
         notes.append(
-            f"--mode gem supplies the momentum itself and expects workers with plain SGD; "
-            f"with optim.name={optim.name}, momentum={optim.momentum:g} it over-amplifies "
-            "their updates (--set optim.name=sgd --set optim.momentum=0)"
+            f"--mode gem supplies the momentum itself (parallel.gem_momentum); the workers' "
+            f"own, optim.momentum={optim.momentum:g}, stacks on it and over-amplifies their "
+            "updates (--set optim.momentum=0)"
         )
     return notes
 

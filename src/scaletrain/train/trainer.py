@@ -270,14 +270,26 @@ class Trainer:
         if math.isfinite(value):
             whose = f"{name} loss non-finite on another rank ({value:.4g} here)"
         where = f"epoch {epoch}, batch {batch_index}, {whose}"
-        if self.strategy.is_main:
-            with open(self.run_dir / "nonfinite.log", "a") as fh:
+        log = self._nonfinite_log()
+        if log is not None:
+            log.parent.mkdir(exist_ok=True)
+            with open(log, "a") as fh:
                 fh.write(where + "\n")
         if self.cfg.train.on_nonfinite == "stop":
+            see = f"; see {log}" if log is not None else ""
             raise TrainingError(
-                f"non-finite loss at {where}; see {self.run_dir / 'nonfinite.log'} "
-                "(train.on_nonfinite: skip or lower_lr to go on)"
+                f"non-finite loss at {where}{see} (train.on_nonfinite: skip or lower_lr to go on)"
             )
+
+    def _nonfinite_log(self) -> Path | None:
+        """Where this process records its non-finite losses: the main rank in the run dir, a
+        parameter-server worker (whose losses no other rank sees) beside its own state; the
+        other ranks of an all-reduce group agree with the main one, which records theirs."""
+        if self.strategy.is_main:
+            return self.run_dir / "nonfinite.log"
+        if self.strategy.keeps_own_state:
+            return self.run_dir / "ranks" / f"nonfinite.rank{self.strategy.rank}.log"
+        return None
 
     def _set_train(self, mode: bool) -> None:
         for model in self.task.models.values():
