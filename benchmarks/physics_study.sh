@@ -3,7 +3,7 @@
 # process and with several, then generate and validate each against an independent sample.
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
 #   RUN: single | allreduce | allreduce-scaled | allreduce-warm5 | allreduce-sqrt | downpour
-#   | easgd | gem | gem-kappa1 (all but single: several processes; one GPU each on a machine with enough),
+#   | easgd | gem | gem-kappa1 | gem-mu0 | gem-mu05 (all but single: several processes; one GPU each on a machine with enough),
 #   or RUN:SEED (e.g. single:1): that run with run.seed=SEED (its initial weights, the order
 #   of its batches and its train/validation split), named RUN-sSEED
 # Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
@@ -73,6 +73,10 @@ for spec in "$@"; do
     easgd) args=(--mode easgd --np 3) ;;
     gem) args=(--mode gem --np 3) ;;  # the workers keep the recipe's RMSprop (momentum 0)
     gem-kappa1) args=(--mode gem --np 3 --set parallel.gem_kappa=1) ;;
+    # a proxy of less momentum: the centre's energy matched to RMSprop's own (mu 0)
+    gem-mu0) args=(--mode gem --np 3 --set parallel.gem_momentum=0 --set parallel.gem_kappa=1) ;;
+    gem-mu05) args=(--mode gem --np 3 --set parallel.gem_momentum=0.5
+      --set parallel.gem_kappa=1) ;;
     *) echo "unknown run $run"; exit 2 ;;
   esac
   gpus="GPU_${run//-/_}"
