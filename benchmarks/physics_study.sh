@@ -3,7 +3,8 @@
 # process and with several, then generate and validate each against an independent sample.
 # Usage on the GPU machine: OUT=dir EPOCHS=5 bash benchmarks/physics_study.sh RUN [RUN ...]
 #   RUN: single | allreduce | allreduce-scaled | allreduce-warm5 | allreduce-sqrt | downpour
-#   | easgd | gem | gem-kappa1 | gem-mu0 | gem-mu05 (all but single: several processes; one GPU each on a machine with enough),
+#   | easgd | gem | gem-kappa1 | gem-mu0 | gem-mu05 (all but single: several processes; one
+#   GPU each on a machine with enough),
 #   or RUN:SEED (e.g. single:1): that run with run.seed=SEED (its initial weights, the order
 #   of its batches and its train/validation split), named RUN-sSEED
 # Table and figure: python benchmarks/study_summary.py DIR RUN... on the unpacked archive(s).
