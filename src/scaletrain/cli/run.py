@@ -100,7 +100,7 @@ def train(
         if world.size == 1:
             raise
         if isinstance(exc, LayoutError) and world.rank != 0:
-            time.sleep(10)  # every rank has it, table and all: rank 0 tells it and ends the job
+            time.sleep(30)  # every rank has it, table and all: rank 0 tells it and ends the job
         # the other ranks would wait for this one: report, then stop the whole job
         print(f"error: rank {world.rank}: {exc}", file=sys.stderr, flush=True)
         world.abort(2)
