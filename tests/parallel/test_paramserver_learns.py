@@ -1,6 +1,8 @@
 """Every parameter-server mode learns as well as one process (1 master + 2 workers, CPU), and
 so does downpour with an optimizer of the master's own."""
 
+import json
+
 import pytest
 from _mpi import run_driver
 
@@ -44,5 +46,8 @@ def test_every_mode_reaches_single_process_accuracy_within_two_points(class_over
     ))  # fmt: skip
     for mode, value in accuracy.items():
         assert value >= reference - 0.02, (mode, value, reference)
-        # two workers: the master applied some updates computed on weights older than its own
-        assert results[mode]["metrics"]["ps/staleness_max"] > 0
+    # two workers: the master applied some updates computed on weights older than its own
+    # (over the run: in the last epoch one worker may be alone, having finished first)
+    for name in ("downpour", "easgd", "gem", "master-adam"):
+        rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert max(r.get("ps/staleness_max", 0) for r in rows) > 0, name
