@@ -33,11 +33,19 @@ def advice(cfg: Config) -> list[str]:
     """Settings that run but work against the chosen mode: one line each, for the user."""
     notes = []
     optim = cfg.optim
-    if cfg.parallel.mode == "gem" and optim.momentum > 0:
+    if cfg.parallel.mode != "gem":
+        return notes
+    if optim.momentum > 0:
         notes.append(
             f"--mode gem supplies the momentum itself (parallel.gem_momentum); the workers' "
             f"own, optim.momentum={optim.momentum:g}, stacks on it and over-amplifies their "
             "updates (--set optim.momentum=0)"
+        )
+    if optim.name != "sgd":
+        notes.append(
+            f"--mode gem is derived for workers that step plain SGD; with optim.name="
+            f"{optim.name} it runs, but on the 3DGAN it learned an order of magnitude more "
+            "slowly than easgd or downpour (docs/physics.md)"
         )
     return notes
 
