@@ -20,6 +20,18 @@ def clean_env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def scaletrain(args: list[str], timeout: float = 200) -> subprocess.CompletedProcess:
+    """`python -m scaletrain args...` (which may launch MPI itself, e.g. --np), bounded."""
+    command = [sys.executable, "-m", "scaletrain", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
+
+
+def metric_values(run_dir: Path, key: str) -> list:
+    """Every value of `key` in a run's metrics.jsonl, in the order logged."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in rows if key in r]
+
+
 def mpirun(n: int, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     """`mpiexec -n n python args...`, killed after `timeout` seconds."""
     command = [find_mpiexec(), "-n", str(n), sys.executable, *args]

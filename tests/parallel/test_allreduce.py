@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _mpi import mpirun, run_driver
+from _mpi import metric_values, mpirun, run_driver
 
 from scaletrain.parallel.allreduce import LrScaling
 
@@ -72,18 +72,13 @@ def test_gan_trains_under_allreduce_and_runs_are_reproducible(
     assert "val/loss" in results["gan"]["metrics"]
     for name in ("gan", "a", "nan"):  # every rank ends with the same weights
         assert checksums[0][name] == checksums[1][name], name
-    losses = [_train_losses(tmp_path / name) for name in ("a", "b")]
+    losses = [metric_values(tmp_path / name, "train/loss") for name in ("a", "b")]
     assert losses[0] and losses[0] == losses[1]
     assert results["a"]["best"]["value"] > 0.8
     assert "error" not in results["nan"] and results["nan"]["steps"] == results["a"]["steps"]
     skipped = (tmp_path / "nan" / "nonfinite.log").read_text().splitlines()
     assert len(skipped) == 1 and "on another rank" in skipped[0], skipped
     assert checksums[0]["nan"] != checksums[0]["a"]  # one update fewer, then halved rates
-
-
-def _train_losses(run_dir: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["train/loss"] for r in rows if "train/loss" in r]
 
 
 if __name__ == "__main__":

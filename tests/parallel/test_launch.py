@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _mpi import clean_env, mpirun
+from _mpi import clean_env, metric_values, mpirun, scaletrain
 
 from scaletrain.config import load_config, save_config
 from scaletrain.errors import ConfigError
@@ -84,16 +84,6 @@ def test_one_process_needs_no_mpi():
     assert (world.rank, world.size, world.comm) == (0, 1, None)
 
 
-def _scaletrain(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "scaletrain", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
-
-
-def _losses(run_dir: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["train/loss"] for r in rows if "train/loss" in r]
-
-
 def _config(class_overrides, tmp_path: Path, name: str, *extra: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     save_config(load_config(None, class_overrides(name, "train.epochs=2", *extra)), path)
@@ -104,38 +94,26 @@ def _config(class_overrides, tmp_path: Path, name: str, *extra: str) -> Path:
 @pytest.mark.timeout(200)
 def test_np_relaunches_under_mpiexec_and_returns_its_exit_code(class_overrides, tmp_path):
     config = _config(class_overrides, tmp_path, "np")
-    done = _scaletrain(["train", str(config), "--mode", "allreduce", "--np", "2"])
+    allreduce = ["train", str(config), "--mode", "allreduce", "--np", "2"]
+    done = scaletrain(allreduce)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 2 epochs") == 1  # one summary, from rank 0
     provenance = json.loads((tmp_path / "np" / "provenance.json").read_text())
     assert "allreduce" in json.dumps(provenance)
     # reproducible from one job to the next: the same seed gives the same losses
-    again = _scaletrain(
-        [
-            "train",
-            str(config),
-            "--mode",
-            "allreduce",
-            "--np",
-            "2",
-            "--run-dir",
-            str(tmp_path / "again"),
-        ]
-    )
+    again = scaletrain([*allreduce, "--run-dir", str(tmp_path / "again")])
     assert again.returncode == 0, again.stderr[-3000:]
-    losses = [_losses(tmp_path / name) for name in ("np", "again")]
+    losses = [metric_values(tmp_path / name, "train/loss") for name in ("np", "again")]
     assert losses[0] and losses[0] == losses[1]
     # a failure on the ranks comes back as the exit code, with the error named once per rank
-    bad = _scaletrain(
-        ["train", str(config), "--mode", "allreduce", "--np", "2", "--set", "data.path=/none"]
-    )
+    bad = scaletrain([*allreduce, "--set", "data.path=/none"])
     assert bad.returncode != 0
     assert "error: rank" in bad.stderr and "/none" in bad.stderr
 
 
 def test_a_layout_that_cannot_fill_np_fails_before_launching(class_overrides, tmp_path):
     config = _config(class_overrides, tmp_path, "bad")
-    done = _scaletrain(["train", str(config), "--mode", "downpour", "--masters", "2", "--np", "4"])
+    done = scaletrain(["train", str(config), "--mode", "downpour", "--masters", "2", "--np", "4"])
     assert done.returncode == 2
     assert "needs 5 processes but the MPI world has 4" in done.stderr
     assert "sub-master" in done.stderr

@@ -2,12 +2,11 @@ import itertools
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _mpi import clean_env, mpirun, run_driver
+from _mpi import metric_values, mpirun, run_driver, scaletrain
 from torch import nn
 
 from scaletrain.config import ParallelConfig, load_config, save_config
@@ -159,16 +158,6 @@ def test_pipelined_3dgan_equals_the_unsplit_model(tmp_path):
     assert r["checkpoint"]["reload_max_diff"] == 0.0 and r["checkpoint"]["steps"] == [1.0]
 
 
-def _scaletrain(args: list[str], timeout: float = 200) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "scaletrain", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
-
-
-def _losses(run_dir: Path, key: str) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r[key] for r in rows if key in r]
-
-
 @pytest.fixture
 def gan_yaml(tiny_gan_config, tmp_path):
     path = tmp_path / "gan.yaml"
@@ -191,7 +180,7 @@ def test_pipeline_gan_trains_from_the_cli_checkpoints_the_whole_model_and_resume
     model = ["--set", "model.name=3dgan", "--set", f"model.args={json.dumps(args)}"]
 
     def train(name: str, *extra: str) -> subprocess.CompletedProcess:
-        done = _scaletrain(
+        done = scaletrain(
             ["train", str(gan_yaml), "--mode", "pipeline", "--np", "2", "--run-dir",
              str(tmp_path / name), "--set", "parallel.microbatches=2", *model, *extra]
         )  # fmt: skip
@@ -219,26 +208,27 @@ def test_pipeline_gan_trains_from_the_cli_checkpoints_the_whole_model_and_resume
     # --resume continues where the pipeline stopped, as if it had never stopped
     train("a", "--epochs", "2", "--resume")
     train("b", "--epochs", "2")
-    steps = len(_losses(tmp_path / "b", "train/g_loss"))
-    assert steps > 2 and ckpt.latest_checkpoint(tmp_path / "a").name == ckpt.checkpoint_name(steps)
-    assert _losses(tmp_path / "a", "train/g_loss") == _losses(tmp_path / "b", "train/g_loss")
-    assert _losses(tmp_path / "a", "val/loss") == _losses(tmp_path / "b", "val/loss")
+    a, b = tmp_path / "a", tmp_path / "b"
+    steps = len(metric_values(b, "train/g_loss"))
+    assert steps > 2 and ckpt.latest_checkpoint(a).name == ckpt.checkpoint_name(steps)
+    assert metric_values(a, "train/g_loss") == metric_values(b, "train/g_loss")
+    assert metric_values(a, "val/loss") == metric_values(b, "val/loss")
 
 
 @pytest.mark.mpi
 @pytest.mark.timeout(300)
 def test_pipeline_with_one_micro_batch_trains_like_one_process(gan_yaml, tmp_path):
     # dropout off (tiny-3dgan) and whole-batch batch norm: two stages are one process
-    one = _scaletrain(["train", str(gan_yaml), "--run-dir", str(tmp_path / "one")])
+    one = scaletrain(["train", str(gan_yaml), "--run-dir", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _scaletrain(
+    two = scaletrain(
         ["train", str(gan_yaml), "--mode", "pipeline", "--np", "2", "--run-dir",
          str(tmp_path / "two"), "--set", "parallel.microbatches=1"]
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     for key in ("train/d_loss", "train/g_loss", "val/loss"):
-        expected = _losses(tmp_path / "one", key)
-        assert expected and _losses(tmp_path / "two", key) == pytest.approx(expected, rel=1e-5)
+        expected, split = (metric_values(tmp_path / run, key) for run in ("one", "two"))
+        assert expected and split == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.mpi
@@ -246,14 +236,14 @@ def test_pipeline_with_one_micro_batch_trains_like_one_process(gan_yaml, tmp_pat
 def test_pipeline_trains_a_supervised_model(class_overrides, tmp_path):
     path = tmp_path / "mlp.yaml"
     save_config(load_config(None, class_overrides("mlp", "train.epochs=3")), path)
-    done = _scaletrain(["train", str(path), "--mode", "pipeline", "--np", "2"])
+    done = scaletrain(["train", str(path), "--mode", "pipeline", "--np", "2"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pipeline: model in 2 stages" in done.stdout
     state = ckpt.load_checkpoint(tmp_path / "mlp" / "best.pt")
     model = build_models("mlp", {"in_features": 32, "hidden": [64]})["model"]
     model.load_state_dict(state["models"]["model"])
     # validation accuracy on the XOR problem (one process: about 0.91 after 3 epochs)
-    assert max(_losses(tmp_path / "mlp", "val/accuracy")) > 0.85
+    assert max(metric_values(tmp_path / "mlp", "val/accuracy")) > 0.85
 
 
 def test_a_wrong_pipeline_layout_is_one_line_before_any_process_starts(class_overrides, tmp_path):
@@ -261,7 +251,7 @@ def test_a_wrong_pipeline_layout_is_one_line_before_any_process_starts(class_ove
     save_config(
         load_config(None, class_overrides("flat", "model.args={in_features: 32, hidden: []}")), path
     )
-    done = _scaletrain(["train", str(path), "--mode", "pipeline", "--np", "3"], timeout=60)
+    done = scaletrain(["train", str(path), "--mode", "pipeline", "--np", "3"], timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
