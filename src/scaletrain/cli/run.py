@@ -44,8 +44,7 @@ def train(
 ) -> None:
     """Train a model as configured; writes checkpoints, metrics and provenance to the run dir.
 
-    SIGTERM or SIGUSR1 (train.stop_signals) ends training after the current step with a
-    checkpoint and exit code 75; --resume continues from it."""
+    On SIGTERM or SIGUSR1 (train.stop_signals): checkpoint, exit code 75; --resume goes on."""
 
     from scaletrain.config import load_config
     from scaletrain.parallel import World, advice, make_layout, make_strategy
