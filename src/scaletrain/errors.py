@@ -22,7 +22,10 @@ class RunDirError(ScaletrainError):
 
 
 class LayoutError(ConfigError):
-    """The process layout does not match the MPI world."""
+    """The process layout does not match the MPI world.
+
+    Found alike by every rank (it follows from the config and the number of processes alone),
+    so a distributed job ends on it without an abort."""
 
 
 class TrainingError(ScaletrainError):

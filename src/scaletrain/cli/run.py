@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -98,8 +97,10 @@ def train(
     except ScaletrainError as exc:
         if world.size == 1:
             raise
-        if isinstance(exc, LayoutError) and world.rank != 0:
-            time.sleep(30)  # every rank has it, table and all: rank 0 tells it and ends the job
+        if isinstance(exc, LayoutError):  # every rank has it, table and all: said once
+            if world.rank == 0:
+                print(f"error: rank 0: {exc}", file=sys.stderr, flush=True)
+            raise typer.Exit(2) from None
         # the other ranks would wait for this one: report, then stop the whole job
         print(f"error: rank {world.rank}: {exc}", file=sys.stderr, flush=True)
         world.abort(2)
