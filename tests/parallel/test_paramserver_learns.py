@@ -33,7 +33,7 @@ def test_every_mode_reaches_single_process_accuracy_within_two_points(class_over
     # normalizes the updates' scale, so its own lr sets the step
     master_adam = ["parallel.master_optim.name=adam", "parallel.master_optim.lr=0.003"]
     adam = class_overrides("master-adam", "parallel.mode=downpour", "optim.momentum=0", *common)
-    runs.append({"name": "downpour, master adam", "overrides": [*adam, *master_adam]})
+    runs.append({"name": "master-adam", "overrides": [*adam, *master_adam]})
     results, _, proc = run_driver(3, runs, tmp_path, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference = single.best["value"]
@@ -42,9 +42,8 @@ def test_every_mode_reaches_single_process_accuracy_within_two_points(class_over
     print(f"best val/accuracy: single {reference:.4f}, " + ", ".join(
         f"{m} {a:.4f}" for m, a in accuracy.items()
     ))  # fmt: skip
-    for mode, value in accuracy.items():
+    for mode, value in accuracy.items():  # (each run's directory is named as the run)
         assert value >= reference - 0.02, (mode, value, reference)
-    # two workers: the master applied some updates computed on weights older than its own
-    # (over the run: in the last epoch one worker may be alone, having finished first)
-    for name in ("downpour", "easgd", "gem", "master-adam"):
-        assert max(metric_values(tmp_path / name, "ps/staleness_max"), default=0) > 0, name
+        # two workers: the master applied some updates computed on weights older than its own
+        # (over the run: in the last epoch one worker may be alone, having finished first)
+        assert max(metric_values(tmp_path / mode, "ps/staleness_max"), default=0) > 0, mode
