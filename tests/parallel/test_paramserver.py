@@ -456,7 +456,7 @@ def test_seven_processes_hybrid_workers_and_a_gan_under_gem_sub_masters(
     master, 2 sub-masters and 4 workers training both models of a GAN."""
     hybrid = class_overrides(
         "hybrid", "parallel.mode=downpour", "parallel.workers=3", "train.epochs=5",
-        "train.on_nonfinite=skip",
+        "train.on_nonfinite=skip", "parallel.sync_every=1",
     )  # fmt: skip
     gan = tiny_gan_config(
         f"run.dir={tmp_path / 'gan'}", "train.epochs=1", "run.device=cpu", "run.threads=1",
@@ -475,6 +475,11 @@ def test_seven_processes_hybrid_workers_and_a_gan_under_gem_sub_masters(
     # alike: a last exchange with nothing new to send brings back the central weights as they are)
     replicas = [checksums[r]["hybrid"] for r in range(1, 7)]
     assert replicas[0::2] == replicas[1::2]
+    # ...and are three replicas, each exchanging all along: the master took an update per step
+    # (sync_every 1) from each, and from a worker that finished first its last (DONE) one too
+    taken = results["hybrid"]["metrics"]
+    low, high = taken["ps/client_updates_min"], taken["ps/client_updates_max"]
+    assert low == results["hybrid"]["steps"] > 0 and high - low <= 1, (taken, results["hybrid"])
     # a worker's non-finite losses are logged beside its own state, by each of its ranks
     logs = sorted((tmp_path / "hybrid" / "ranks").glob("nonfinite.*.log"))
     assert [p.name for p in logs] == ["nonfinite.rank3.log", "nonfinite.rank4.log"]

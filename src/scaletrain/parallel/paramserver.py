@@ -736,6 +736,7 @@ class ParamServer(Strategy):
         clock_before = dict(clock)
         pulled_at = dict.fromkeys(self.clients, 0)
         steps = dict.fromkeys(self.clients, start_step)
+        applied = dict.fromkeys(self.clients, 0)  # updates from each client since the job began
         alive, staleness, stopped = set(self.clients), [], False
         told: list[Any] = []  # the stop notices sent (to every client at once, once)
 
@@ -794,6 +795,7 @@ class ParamServer(Strategy):
                     self._lose(c, pending, alive, sends, heard[c])
                     continue
             heard[c], steps[c] = time.monotonic(), step
+            applied[c] += 1
             staleness.append(self.version - pulled_at[c])
             reply = self.replies[c]
             if c in sends:
@@ -830,7 +832,8 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                metrics = self._metrics(staleness, busy, epoch_start, (clock, clock_before, alive))
+                clocks = (clock, clock_before, alive)
+                metrics = self._metrics(staleness, busy, epoch_start, clocks, applied)
                 yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
                 staleness, next_epoch, clock_before = [], next_epoch + 1, dict(clock)
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
@@ -853,7 +856,7 @@ class ParamServer(Strategy):
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
             clocks = (clock, clock_before, alive)
-            yield last, reached, self._metrics(staleness, busy, epoch_start, clocks)
+            yield last, reached, self._metrics(staleness, busy, epoch_start, clocks, applied)
 
     def close(self) -> None:
         if self._notice is not None:
@@ -913,16 +916,26 @@ class ParamServer(Strategy):
         return min(float(np.mean(shares)), 1.0) if shares else None
 
     def _metrics(
-        self, staleness: list[int], busy: float, since: float, clocks: tuple[Any, Any, set[int]]
+        self,
+        staleness: list[int],
+        busy: float,
+        since: float,
+        clocks: tuple[Any, Any, set[int]],
+        applied: dict[int, int],
     ) -> dict[str, float]:
         """An epoch's: `busy` seconds spent on updates since `since` (monotonic); `clocks` the
-        workers' reports now and at the epoch's start, and those alive (_lost_to_exchanges)."""
+        workers' reports now and at the epoch's start, and those alive (_lost_to_exchanges);
+        `applied` the updates taken from each client since the job began."""
         lost = self._lost_to_exchanges(*clocks)
         wall = max(time.monotonic() - since, 1e-9)
+        counts = [applied[c] for c in clocks[2]]
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "ps/staleness_max": float(max(staleness, default=0)),
             "ps/updates": float(self.version),
+            # the client that sent the fewest and the most: far apart, one lags (a straggler)
+            "ps/client_updates_min": float(min(counts, default=0)),
+            "ps/client_updates_max": float(max(counts, default=0)),
             "ps/master_busy": round(busy / wall, 4),
         }
         if lost is not None:
