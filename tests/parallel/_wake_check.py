@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from scaletrain.parallel.paramserver import TAG_HEADER, TAG_PAYLOAD, TAG_REPLY, _Client
+from scaletrain.parallel.messages import TAG_HEADER, TAG_PAYLOAD, TAG_REPLY, Client
 
 comm = MPI.COMM_WORLD
 SIZE = 1 << 16  # by messages too large to leave before the server receives it
@@ -32,7 +32,7 @@ if comm.rank == 0:
     sys.exit(0)
 
 seen = {}
-client = _Client(comm, 1, 0, SIZE, timeout_s=1.0, slot=None, wakeable=True)
+client = Client(comm, 1, 0, SIZE, timeout_s=1.0, slot=None, wakeable=True)
 thread = ThreadPoolExecutor(1)
 client.payload.fill_(2.0)
 seen["answered"] = thread.submit(client.exchange, 0, 1, "spin").result(timeout=30)[0].item()

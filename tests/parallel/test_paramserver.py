@@ -7,7 +7,7 @@ import torch
 from _mpi import mpirun, run_driver
 from torch import nn
 
-from scaletrain.parallel.paramserver import FlatState
+from scaletrain.parallel.flatstate import FlatState
 from scaletrain.parallel.rules import Downpour, Easgd, Gem
 from scaletrain.parallel.shm import has_room
 from scaletrain.train.checkpoint import load_checkpoint

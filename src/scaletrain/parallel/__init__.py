@@ -74,7 +74,8 @@ def make_strategy(cfg: ParallelConfig, world: World) -> Strategy:
         from scaletrain.parallel.allreduce import AllReduceStrategy
 
         return AllReduceStrategy(cfg, world, layout, replica)
-    from scaletrain.parallel.paramserver import ParamServer, ParamServerWorker
+    from scaletrain.parallel.paramserver import ParamServer
+    from scaletrain.parallel.psworker import ParamServerWorker
 
     channel = world.comm.Dup()
     if layout.role(world.rank).serves:

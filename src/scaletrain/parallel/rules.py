@@ -36,9 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
+
+from scaletrain.config import ParallelConfig
 
 
 @dataclass
@@ -329,19 +332,24 @@ def _room(scratch: torch.Tensor | None, size: int) -> torch.Tensor:
 Rule = Downpour | Easgd | Gem
 
 
-def make_rule(
-    mode: str,
-    *,
-    alpha: float = 0.5,
-    momentum: float = 0.9,
-    kappa: float = 1.0,
-    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
-) -> Rule:
-    """The rule of `mode`; `optimizer`: downpour's master optimizer (parallel.master_optim)."""
-    if mode == "downpour":
+def make_rule(cfg: ParallelConfig) -> Rule:
+    """The rule of parallel.mode with its settings (downpour's master optimizer made like the
+    task's, parallel.master_optim)."""
+    if cfg.mode == "downpour":
+        optimizer = None
+        if cfg.master_optim is not None:
+            from scaletrain.tasks.base import make_optimizer
+
+            # fused: a master Adam's step over 530k parameters, one core: 0.8 against 1.6 ms
+            optimizer = partial(make_optimizer, cfg.master_optim, fused=True)
         return Downpour(optimizer)
-    if mode == "easgd":
-        return Easgd(alpha)
-    if mode == "gem":
-        return Gem(momentum, kappa)
-    raise ValueError(f"no parameter-server rule for mode {mode!r}")
+    if cfg.mode == "easgd":
+        return Easgd(cfg.easgd_alpha)
+    if cfg.mode == "gem":
+        return Gem(cfg.gem_momentum, cfg.gem_kappa)
+    raise ValueError(f"no parameter-server rule for mode {cfg.mode!r}")
+
+
+def exchange_period(cfg: ParallelConfig) -> int:
+    """A worker's steps between exchanges: parallel.easgd_tau for EASGD, else sync_every."""
+    return cfg.easgd_tau if cfg.mode == "easgd" else cfg.sync_every
