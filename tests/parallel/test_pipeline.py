@@ -17,8 +17,8 @@ from scaletrain.models.registry import build_models
 from scaletrain.models.small import build_mlp, build_tiny_3dgan
 from scaletrain.models.threedgan import build_3dgan
 from scaletrain.parallel import World, make_strategy
-from scaletrain.parallel.pipeline import (
-    _split_sizes,
+from scaletrain.parallel.pipeline import _split_sizes
+from scaletrain.parallel.pipeline_stages import (
     balanced_bounds,
     chain_of,
     measure_layers,
