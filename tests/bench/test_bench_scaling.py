@@ -10,23 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaletrain.bench.scaling import (
+from scaletrain.bench.scaling import Settings, _median, base_config, synthetic_data
+from scaletrain.bench.scaling_ranks import run_rank
+from scaletrain.bench.scaling_results import (
     ALLREDUCE_EFFICIENCY_MIN,
     ASYNC_PER_WORKER_MIN,
     OVERHEAD_MAX,
     ScalingResult,
     ScalingRow,
-    Settings,
-    StepTimer,
-    _median,
-    base_config,
     cells,
     check_targets,
     derive,
     markdown,
-    run_rank,
-    synthetic_data,
 )
+from scaletrain.bench.step_timer import StepTimer
 from scaletrain.cli import main
 from scaletrain.errors import TrainingError
 

@@ -309,8 +309,9 @@ def bench_scaling(
     import shlex
 
     from scaletrain.bench.gpu import resolve_device
-    from scaletrain.bench.scaling import COLUMNS, Settings, default_threads, table_rows
+    from scaletrain.bench.scaling import Settings, default_threads
     from scaletrain.bench.scaling import bench_scaling as run_bench
+    from scaletrain.bench.scaling_results import COLUMNS, table_rows
     from scaletrain.errors import ConfigError
 
     if device not in ("auto", "cpu", "cuda"):
@@ -355,7 +356,7 @@ def bench_scaling(
 @bench_app.command("scaling-rank", hidden=True)
 def bench_scaling_rank(spec: Path = typer.Argument(..., help="Spec written by bench scaling.")):
     """One process of a `bench scaling` measurement (started by it, under mpiexec)."""
-    from scaletrain.bench.scaling import run_rank
+    from scaletrain.bench.scaling_ranks import run_rank
 
     run_rank(spec)
 
