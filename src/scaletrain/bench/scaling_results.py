@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODES = ("allreduce", "downpour", "easgd", "gem")
-PS_MODES = ("downpour", "easgd", "gem")
+from scaletrain.parallel import PS_MODES
 
-# targets of the distributed-training issue, checked in the report (not in tests)
+MODES = ("allreduce", *PS_MODES)
+
+# the targets of distributed training, checked in the report (not in tests)
 OVERHEAD_MAX = 0.03  # framework on 1 process vs the plain loop
 ASYNC_PER_WORKER_MIN = 0.95  # asynchronous modes, per worker vs the plain loop, on CPU
 ALLREDUCE_EFFICIENCY_MIN = 0.97  # allreduce scaling efficiency on GPUs
@@ -117,7 +118,7 @@ def check_targets(
     overhead: float | None,
     gpus: int | None = None,
 ) -> dict[str, Any]:
-    """The issue's targets, met or not, with the values they were judged on. All-reduce
+    """The targets, met or not, with the values they were judged on. All-reduce
     efficiency is judged only where every process has a GPU of its own (N <= gpus). A worker
     measured against its own plain loop (--paired) is judged on that ratio: the one least
     affected by the speed a process gets at its start."""
