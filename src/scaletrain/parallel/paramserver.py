@@ -192,6 +192,10 @@ class ParamServer(Strategy):
         alive, staleness, stopped = set(self.clients), [], False
         told: list[Any] = []  # the stop notices sent (to every client at once, once)
 
+        def epoch_metrics() -> dict[str, float]:  # of the epoch so far
+            clocks = (clock, clock_before, alive)
+            return self._metrics(staleness, busy, epoch_start, clocks, applied)
+
         def tell_stop() -> None:
             """The run stops (a signal here, a client's STOP, our master's notice): every
             client still training stops after its step."""
@@ -284,9 +288,7 @@ class ParamServer(Strategy):
                 and all(steps[c] >= (next_epoch + 1) * steps_per_epoch for c in alive)
             ):
                 self.state.from_host()
-                clocks = (clock, clock_before, alive)
-                metrics = self._metrics(staleness, busy, epoch_start, clocks, applied)
-                yield next_epoch, (next_epoch + 1) * steps_per_epoch, metrics
+                yield next_epoch, (next_epoch + 1) * steps_per_epoch, epoch_metrics()
                 staleness, next_epoch, clock_before = [], next_epoch + 1, dict(clock)
                 busy, epoch_start = 0.0, time.monotonic()  # the validation just done is not ours
                 heard = dict.fromkeys(self.clients, time.monotonic())  # our own work is not theirs
@@ -307,8 +309,7 @@ class ParamServer(Strategy):
         if next_epoch < epochs and reached > next_epoch * steps_per_epoch:
             # workers lost on the way: the last, partial epoch of the survivors still counts
             last = min(epochs, -(-reached // steps_per_epoch)) - 1
-            clocks = (clock, clock_before, alive)
-            yield last, reached, self._metrics(staleness, busy, epoch_start, clocks, applied)
+            yield last, reached, epoch_metrics()
 
     def close(self) -> None:
         if self._notice is not None:
@@ -380,7 +381,8 @@ class ParamServer(Strategy):
         `applied` the updates taken from each client since the job began."""
         lost = self._lost_to_exchanges(*clocks)
         wall = max(time.monotonic() - since, 1e-9)
-        counts = [applied[c] for c in clocks[2]]
+        alive = clocks[2]
+        counts = [applied[c] for c in alive]
         out = {
             "ps/staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
             "ps/staleness_max": float(max(staleness, default=0)),
